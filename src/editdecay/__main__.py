@@ -1,0 +1,3 @@
+from editdecay.cli import main
+
+raise SystemExit(main())

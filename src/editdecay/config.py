@@ -1,0 +1,298 @@
+"""Typed configuration: validated once at the boundary, then trusted inside.
+
+A trial config is YAML (any section may be left out: defaults fill it) plus dotted overrides from
+the command line (``edit.method=alphaedit``). Unknown keys, wrong types and bad values fail with
+one line naming the key and what is allowed (:class:`~editdecay.errors.ConfigError`).
+
+Sections: ``world`` (the synthetic fact world), ``model`` (what to load; ``name: toy`` is the
+offline default built by ``editdecay prepare``), ``data`` (the edit dataset), ``edit``,
+``finetune``, ``eval``; the root is the trial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from editdecay.errors import ConfigError, DataError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class WorldConfig(Section):
+    """The synthetic fact world (deterministic from ``seed``)."""
+
+    seed: int = 0
+    n_countries: int = Field(120, ge=8, le=2000)
+    n_people: int = Field(160, ge=8, le=5000)
+    n_companies: int = Field(40, ge=4, le=2000)
+    # Downstream multiple-choice task (Commonsense-170k instruction format).
+    n_downstream: int = Field(1200, ge=20)
+    downstream_test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
+
+
+class ToyModelConfig(Section):
+    """The small causal LM trained on the fact world (the offline default model)."""
+
+    arch: Literal["gpt2", "llama"] = "gpt2"
+    n_layer: int = Field(4, ge=1, le=48)
+    n_embd: int = Field(256, ge=16)
+    n_head: int = Field(4, ge=1)
+    n_positions: int = Field(128, ge=32)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    # Each fact sentence appears this many times per epoch, each time in a different random context.
+    repeats: int = Field(1, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ToyModelConfig":
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+
+class ModelConfig(Section):
+    """What model to load: ``toy`` (offline default), a hub id, or a local directory."""
+
+    name: str = "toy"
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    trust_remote_code: bool = False
+    revision: str | None = None
+    local_files_only: bool = False
+    toy: ToyModelConfig = ToyModelConfig()
+
+
+class DataConfig(Section):
+    """The edit dataset, converted into :class:`editdecay.data.records.EditRecord`.
+
+    ``source``: ``world`` (generated from the fact world), ``counterfact`` / ``mcf`` (ROME/MEMIT
+    JSON), ``zsre`` (MEND-eval JSON), ``records`` (our own JSONL/JSON record shape), ``hf``
+    (anything ``datasets.load_dataset`` reads from ``path``; rows in ``hf_format``).
+    """
+
+    source: Literal["world", "counterfact", "mcf", "zsre", "records", "hf"] = "world"
+    path: str | None = None
+    # For source=world: write the edit set in CounterFact style or zsRE question style.
+    world_format: Literal["counterfact", "zsre"] = "counterfact"
+    # For source=hf: which converter the rows go through, and which split to read.
+    hf_format: Literal["records", "counterfact", "zsre"] = "records"
+    hf_split: str = "train"
+    # zsRE target convention: "memit" (target_new = answers[0], as MEMIT/AlphaEdit's code and the
+    # study do) or "easyedit" (target_new = alt, target_true = answers[0]).
+    zsre_target: Literal["memit", "easyedit"] = "memit"
+    on_bad_record: Literal["error", "skip"] = "error"
+
+    @model_validator(mode="after")
+    def _path_when_needed(self) -> "DataConfig":
+        if self.source != "world" and not self.path:
+            raise ValueError(f"data.path is required when data.source is '{self.source}'")
+        return self
+
+
+class EditConfig(Section):
+    """Knowledge editing. ``layers: null`` takes the per-model default."""
+
+    method: Literal["none", "memit", "alphaedit"] = "memit"
+    num_edits: int = Field(100, ge=1)
+    layers: list[int] | None = None
+    # Sequential editing: apply the edits in chunks of this size (None: one batch).
+    chunk_size: int | None = Field(None, ge=1)
+
+
+LayerSelection = Union[Literal["all", "edited", "non_edited"], list[int]]
+
+
+class FinetuneConfig(Section):
+    """Fine-tuning after editing (the fine-tuning issue grows the recipe knobs)."""
+
+    method: Literal["none", "full", "lora", "dora"] = "lora"
+    layers: LayerSelection = "all"
+
+
+class EvalConfig(Section):
+    batch_size: int = Field(32, ge=1)
+    # Downstream accuracy: score the candidate answers (fast) or generate + regex (the paper's way).
+    ds_mode: Literal["loglik", "generate"] = "loglik"
+    ds_max_examples: int | None = Field(None, ge=1)
+
+
+class TrialConfig(Section):
+    """One trial: one model, one editor, one edit set and size, one fine-tuning setting, one seed."""
+
+    name: str = "trial"
+    seed: int = 0
+    cache_dir: str = Field(default_factory=lambda: os.environ.get("EDITDECAY_CACHE", ".cache/editdecay"))
+    world: WorldConfig = WorldConfig()
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    edit: EditConfig = EditConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _edited_layers_need_an_editor(self) -> "TrialConfig":
+        if self.finetune.layers in ("edited", "non_edited") and self.edit.method == "none":
+            raise ValueError(
+                f"finetune.layers={self.finetune.layers} needs an editor: set edit.method to memit "
+                "or alphaedit, or give finetune.layers as a list of layer indices"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, overrides, error messages
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrialConfig:
+    """Read YAML (if given), apply ``key.sub=value`` overrides, validate; one-line errors."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_yaml(path)
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value)
+    return validate_config(raw)
+
+
+def validate_config(raw: dict[str, Any], schema: type[BaseModel] = TrialConfig) -> TrialConfig:
+    check_keys(raw, schema)
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, schema)) from None
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"config: file not found: {p} (give the path of a YAML trial config)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config: {p}{where}: invalid YAML ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {p}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected key=value, e.g. edit.method=alphaedit")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{item}': empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        value = text  # not YAML: keep the literal string and let validation judge it
+    return key, value
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{key}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    """The config section class inside an annotation (``X``, ``X | None``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            found = _section_type(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def check_keys(raw: Any, schema: type[BaseModel], prefix: str = "") -> None:
+    """Reject unknown keys with the list of allowed ones (clearer than pydantic's message)."""
+    if not isinstance(raw, dict):
+        return
+    fields = schema.model_fields
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            allowed = ", ".join(fields)
+            raise ConfigError(f"unknown config key '{dotted}'; allowed here: {allowed}")
+        sub = _section_type(fields[key].annotation)
+        if sub is not None and isinstance(value, dict):
+            check_keys(value, sub, prefix=f"{dotted}.")
+
+
+def format_validation_error(err: ValidationError, schema: type[BaseModel]) -> str:
+    errors = err.errors()
+    first = errors[0]
+    loc = ".".join(str(x) for x in first["loc"] if not str(x).startswith(("literal[", "list[", "function-")))
+    msg = first["msg"].replace("Value error, ", "")
+    got = first.get("input")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if first["type"] == "literal_error":
+        allowed = first.get("ctx", {}).get("expected", "")
+        return f"config key '{loc}': got {got!r}; allowed: {allowed}{more}"
+    if first["type"].startswith("value_error") or first["type"] == "assertion_error":
+        where = f"config key '{loc}': " if loc else "config: "
+        return f"{where}{msg}{more}"
+    if isinstance(got, (dict, list)) and len(repr(got)) > 80:
+        got = type(got).__name__
+    where = f"config key '{loc}'" if loc else "config"
+    return f"{where}: {msg.lower()} (got {got!r}){more}"
+
+
+# --------------------------------------------------------------------------------------------
+# Views of a validated config: flat params for trackers, stable hashes for caches
+
+
+def flatten(obj: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"edit.method": "memit", ...}``: dotted keys, so tracker UIs can compare runs."""
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, prefix=f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def stable_hash(obj: BaseModel | dict[str, Any] | list[Any], length: int = 12) -> str:
+    """Hash of canonical JSON: equal configs give equal hashes across processes and machines."""
+    data = obj.model_dump(mode="json") if isinstance(obj, BaseModel) else obj
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

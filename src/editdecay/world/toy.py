@@ -1,0 +1,182 @@
+"""The toy model: a small causal LM trained on the fact world until it really knows its facts.
+
+``ensure_toy_model`` is the recipe, top to bottom: generate the world → train a word-level
+tokenizer in-process → train a GPT-2- (or Llama-) architecture LM on the world's corpus →
+measure recall → ``save_pretrained`` into a cache directory keyed by the hash of the world and
+model configs. The directory is built under a temporary name and renamed when complete, under a
+file lock, so concurrent trials (Ray workers) build it once and nobody sees a half-written model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
+
+from editdecay.config import ToyModelConfig, TrialConfig, WorldConfig, stable_hash
+from editdecay.metrics.scoring import score_targets
+from editdecay.world.facts import BOS, World
+
+log = logging.getLogger(__name__)
+
+# Bump when the recipe changes in a way that changes the trained model: old caches are not reused.
+RECIPE_VERSION = 1
+PAD, UNK = "[PAD]", "[UNK]"
+
+
+@dataclass(frozen=True)
+class RecallReport:
+    n_facts: int
+    canonical: float  # top-1 recall of the object on the canonical template
+    paraphrase: float  # ... on the other statement templates
+    question: float  # ... after the zsRE-style question
+    build_seconds: float
+    n_parameters: int
+    arch: str
+
+
+def toy_key(world_cfg: WorldConfig, toy_cfg: ToyModelConfig) -> str:
+    return stable_hash({"world": world_cfg.model_dump(mode="json"), "toy": toy_cfg.model_dump(mode="json"),
+                        "recipe": RECIPE_VERSION})
+
+
+def toy_dir(cfg: TrialConfig) -> Path:
+    return Path(cfg.cache_dir) / "toy" / toy_key(cfg.world, cfg.model.toy)
+
+
+def ensure_toy_model(cfg: TrialConfig, force: bool = False) -> Path:
+    """The toy model's directory (``from_pretrained``-loadable), built if missing."""
+    final = toy_dir(cfg)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(final) + ".lock"):
+        if final.is_dir() and not force:
+            return final
+        tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            build_toy_model(cfg.world, cfg.model.toy, tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def read_report(model_dir: Path) -> RecallReport:
+    return RecallReport(**json.loads((Path(model_dir) / "recall.json").read_text()))
+
+
+def build_toy_model(world_cfg: WorldConfig, toy_cfg: ToyModelConfig, out_dir: Path) -> RecallReport:
+    start = time.perf_counter()
+    world = World(world_cfg)
+    tokenizer = build_tokenizer(world)
+    model = train_toy_model(world, tokenizer, toy_cfg)
+    report = evaluate_recall(model, tokenizer, world)
+    report = RecallReport(**{**asdict(report), "build_seconds": round(time.perf_counter() - start, 1)})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "recall.json").write_text(json.dumps(asdict(report), indent=2))
+    (out_dir / "world_config.json").write_text(world_cfg.model_dump_json(indent=2))
+    (out_dir / "toy_config.json").write_text(toy_cfg.model_dump_json(indent=2))
+    return report
+
+
+def build_tokenizer(world: World) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over the world's closed vocabulary; adds BOS like Llama's tokenizers,
+    so the BOS-aware code paths are exercised offline."""
+    pre = pre_tokenizers.Whitespace()
+    words: set[str] = set()
+    for text in world.all_texts():
+        words.update(w for w, _ in pre.pre_tokenize_str(text))
+    vocab = {tok: i for i, tok in enumerate([PAD, UNK, BOS] + sorted(words))}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tk.pre_tokenizer = pre
+    tk.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])])
+    tk.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=BOS, eos_token=BOS, unk_token=UNK, pad_token=PAD,
+                                   model_max_length=1024)
+
+
+def build_model(cfg: ToyModelConfig, tokenizer: PreTrainedTokenizerFast) -> torch.nn.Module:
+    common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id)
+    if cfg.arch == "gpt2":
+        config = GPT2Config(n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, n_positions=cfg.n_positions,
+                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
+    else:
+        config = LlamaConfig(num_hidden_layers=cfg.n_layer, hidden_size=cfg.n_embd, num_attention_heads=cfg.n_head,
+                             num_key_value_heads=cfg.n_head, intermediate_size=4 * cfg.n_embd,
+                             max_position_embeddings=cfg.n_positions, tie_word_embeddings=True, **common)
+    torch.manual_seed(cfg.seed)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def _epoch_blocks(world: World, tokenizer, epoch: int, cfg: ToyModelConfig, cache: dict[str, list[int]]) -> torch.Tensor:
+    """Pack one epoch of shuffled documents into [n_blocks, n_positions] token blocks."""
+    stream: list[int] = []
+    for doc in world.corpus(epoch_seed=epoch, repeats=cfg.repeats):
+        ids = cache.get(doc)
+        if ids is None:
+            ids = tokenizer(doc)["input_ids"]  # starts with BOS
+        stream.extend(ids)
+    n = len(stream) // cfg.n_positions
+    return torch.tensor(stream[: n * cfg.n_positions], dtype=torch.long).view(n, cfg.n_positions)
+
+
+def train_toy_model(world: World, tokenizer, cfg: ToyModelConfig) -> torch.nn.Module:
+    model = build_model(cfg, tokenizer)
+    model.train()
+    cache: dict[str, list[int]] = {}
+    blocks_per_epoch = _epoch_blocks(world, tokenizer, 0, cfg, cache).shape[0]
+    steps_per_epoch = math.ceil(blocks_per_epoch / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    sched = get_cosine_schedule_with_warmup(optim, int(cfg.warmup_fraction * total), total)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+    for epoch in range(cfg.epochs):
+        blocks = _epoch_blocks(world, tokenizer, epoch, cfg, cache)
+        perm = torch.randperm(blocks.shape[0], generator=gen)
+        for i in range(0, blocks.shape[0], cfg.batch_size):
+            batch = blocks[perm[i : i + cfg.batch_size]]
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optim.step()
+            sched.step()
+            optim.zero_grad(set_to_none=True)
+            step += 1
+        log.info("toy model epoch %d/%d  step %d/%d  loss %.3f", epoch + 1, cfg.epochs, step, total, loss.item())
+    model.eval()
+    return model
+
+
+def evaluate_recall(model, tokenizer, world: World, max_facts: int | None = None, batch_size: int = 256) -> RecallReport:
+    """Top-1 recall (every target token is the argmax) per prompt family."""
+    facts = world.facts
+    if max_facts is not None:
+        facts = random.Random(0).sample(facts, min(max_facts, len(facts)))
+
+    def recall(prompts_targets: list[tuple[str, str]]) -> float:
+        scores = score_targets(model, tokenizer, [p for p, _ in prompts_targets], [t for _, t in prompts_targets], batch_size)
+        return sum(s.all_correct for s in scores) / len(scores)
+
+    canonical = recall([(f.relation.templates[0].format(f.subject), f.object) for f in facts])
+    paraphrase = recall([(t.format(f.subject), f.object) for f in facts for t in f.relation.templates[1:]])
+    question = recall([(f.relation.questions[0].format(f.subject), f.object) for f in facts])
+    return RecallReport(n_facts=len(facts), canonical=round(canonical, 4), paraphrase=round(paraphrase, 4),
+                        question=round(question, 4), build_seconds=0.0,
+                        n_parameters=sum(p.numel() for p in model.parameters()), arch=model.config.model_type)
