@@ -29,7 +29,7 @@ class EditRecord:
     subject: str
     prompt: str  # template with exactly one "{}" where the subject goes
     target_new: str
-    target_true: str | None  # None where the dataset has no true target (zsRE, MEMIT convention)
+    target_true: str | None = None  # None where the dataset has no true target (zsRE, MEMIT convention)
     paraphrase_prompts: tuple[str, ...] = ()
     neighborhood_prompts: tuple[str, ...] = ()
     neighborhood_answers: tuple[str, ...] = ()  # expected answer for each neighborhood prompt

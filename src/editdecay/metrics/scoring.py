@@ -37,6 +37,8 @@ def encode_with_target(tokenizer, prompt: str, target: str) -> tuple[list[int], 
     if not getattr(tokenizer, "is_fast", False):
         raise DataError(f"tokenizer {type(tokenizer).__name__} is not a fast tokenizer (offsets are needed)")
     target = target.strip()
+    if not target:
+        raise DataError(f"target {target!r} tokenises to nothing after prompt {prompt!r} (it is empty)")
     text = f"{prompt.rstrip()} {target}"
     boundary = len(prompt.rstrip())
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
@@ -48,15 +50,27 @@ def encode_with_target(tokenizer, prompt: str, target: str) -> tuple[list[int], 
     return list(enc["input_ids"]), n_target
 
 
-@torch.no_grad()
 def score_targets(model, tokenizer, prompts: list[str], targets: list[str], batch_size: int = 32) -> list[TargetScore]:
-    """Score each (prompt, target) pair; right-padded batches, logits read only at real positions."""
+    """Score each (prompt, target) pair; right-padded batches, logits read only at real positions.
+
+    Runs in eval mode (no dropout) and restores the model's mode after, so a training callback
+    can call it mid-training.
+    """
     if len(prompts) != len(targets):
         raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return _score(model, tokenizer, prompts, targets, batch_size)
+    finally:
+        model.train(was_training)
+
+
+def _score(model, tokenizer, prompts: list[str], targets: list[str], batch_size: int) -> list[TargetScore]:
     encoded = [encode_with_target(tokenizer, p, t) for p, t in zip(prompts, targets)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
-    scores: list[TargetScore] = []
     # Sort by length so each batch pads little; restore the order at the end.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
     by_index: dict[int, TargetScore] = {}
@@ -79,5 +93,4 @@ def score_targets(model, tokenizer, prompts: list[str], targets: list[str], batc
             logprobs = torch.log_softmax(step_logits, dim=-1).gather(1, wanted[:, None]).squeeze(1)
             correct = (step_logits.argmax(-1) == wanted).tolist()
             by_index[i] = TargetScore(nll=float(-logprobs.mean()), token_correct=tuple(bool(c) for c in correct))
-    scores = [by_index[i] for i in range(len(encoded))]
-    return scores
+    return [by_index[i] for i in range(len(encoded))]
