@@ -42,7 +42,7 @@ def test_config_is_frozen_once_validated():
         ("edit.num_edits=many", "config key 'edit.num_edits': input should be a valid integer"),
         ("edit.num_edits=0", "config key 'edit.num_edits': input should be greater than or equal to 1"),
         ("finetune.layers=some", "config key 'finetune.layers'"),
-        ("model.toy.n_head=3", "n_embd (256) must be divisible by n_head (3)"),
+        ("model.toy.n_head=3", "n_embd (128) must be divisible by n_head (3)"),
         ("data.source=zsre", "data.path is required when data.source is 'zsre'"),
     ],
 )

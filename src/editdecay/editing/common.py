@@ -1,0 +1,116 @@
+"""What every editor shares: its error type, prompt encoding with the subject located by character
+offsets, batch padding, and reading or editing a module's input/output with hooks."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from editdecay.errors import EditDecayError
+from editdecay.metrics.scoring import encode_with_target
+
+
+class EditError(EditDecayError):
+    """An edit cannot be made as asked (bad layers, a record the tokenizer cannot place, a non-finite solve)."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    ids: list[int]
+    lookup: int  # where keys are read and δ is added: the subject's last token, or the prompt's last
+    n_target: int = 0  # how many tail tokens of ids are the target (0: no target)
+
+
+def fill(template: str, subject: str, *, context: str = "{}") -> tuple[str, tuple[int, int]]:
+    """``context.format(template.format(subject))`` and the subject's character span in it."""
+    if context.count("{}") != 1 or template.count("{}") != 1:
+        raise EditError(f"subject {subject!r} not found in prompt {template!r}: the prompt needs exactly one "
+                        "'{}' where the subject goes")
+    pre = context.index("{}")
+    text = context.replace("{}", template, 1)
+    start = pre + template.index("{}")
+    return text.replace("{}", subject, 1), (start, start + len(subject))
+
+
+def encode(tokenizer, text: str, span: tuple[int, int], target: str | None = None,
+           fact_token: str = "subject_last") -> Encoded:
+    """Token ids of ``text`` (+ ``" " + target``) and the lookup index.
+
+    ``fact_token`` is the reference code's ``fact_token`` strategy: ``subject_last`` (MEMIT's
+    default: the subject's last token) or ``last`` (the prompt's last token, before the target).
+
+    The target goes through :func:`encode_with_target`, the same tokenisation the metrics use, so an
+    edit is trained on exactly the tokens it is scored on.
+    """
+    if target is not None:
+        ids, n_target = encode_with_target(tokenizer, text, target)
+        full = f"{text.rstrip()} {target.strip()}"
+    else:
+        full, n_target = text, 0
+    enc = tokenizer(full, return_offsets_mapping=True, add_special_tokens=True)
+    if target is None:
+        ids = list(enc["input_ids"])
+    start, end = span
+    inside = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < end and b > start]
+    if not inside or start >= len(text):
+        raise EditError(f"subject {text[start:end]!r} not found among the tokens of prompt {text!r}")
+    if fact_token == "last":
+        return Encoded(ids=ids, lookup=len(ids) - n_target - 1, n_target=n_target)
+    return Encoded(ids=ids, lookup=inside[-1], n_target=n_target)
+
+
+def pad(seqs: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask (positions stay 0..len-1 for every architecture)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def hidden_of(output):
+    """A block's output hidden state, whether the block returns a tensor or a tuple."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def replace_hidden(output, hidden: torch.Tensor):
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+@contextmanager
+def hooks(handles: list) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def capture_inputs(modules: dict[int, torch.nn.Module], store: dict[int, torch.Tensor],
+                   select: Callable[[torch.Tensor], torch.Tensor]):
+    """Context manager: record ``select(input)`` of each module under its layer index."""
+    def make(layer: int):
+        def pre_hook(_module, args):
+            store[layer] = select(args[0])
+        return pre_hook
+    return hooks([m.register_forward_pre_hook(make(layer)) for layer, m in modules.items()])
+
+
+def check_finite(t: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).sum())
+        raise EditError(f"{what} has {bad} non-finite value(s) (NaN/inf); nothing was written — check the model "
+                        "weights, the layer statistics, and lower edit.v_lr or raise edit.mom2_weight")

@@ -1,0 +1,349 @@
+"""MEMIT (Meng et al. 2022, "Mass-Editing Memory in a Transformer"), faithful to the public code.
+
+For a batch of requests (subject s, prompt p, new target o*):
+
+1. **Context templates** (:func:`context_templates`): ``"{}"`` plus ``n_context_templates``
+   short texts the model itself generates from the prefixes "The", "Therefore", "Because", "I",
+   "You" (top-5 sampling, ``context_template_length`` tokens), each followed by ``". {}"``. The
+   reference samples them from the global RNG, so two runs differ; we sample from a
+   ``torch.Generator`` seeded with ``template_seed``: the same model gives the same templates.
+2. **Target vectors z** (:func:`compute_zs`): at the last edited layer L, the block output at the
+   subject's last token is shifted by δ, optimised with Adam to maximise P(o* | template + p) over
+   every template, plus ``kl_factor`` · KL(P(· | "{s} is a") ‖ its value at δ=0) and
+   ``v_weight_decay`` · ‖δ‖ / ‖z₀‖², with ‖δ‖ clamped to ``clamp_norm_factor`` · ‖z₀‖ after each
+   step and a request stopping early once its loss is below 0.05. The reference optimises one
+   request at a time; here every request has its own row of δ and all of them share one
+   forward/backward (attention never mixes sequences, and Adam is elementwise, so each row
+   follows the same trajectory it would alone).
+3. **Spread over layers** (:meth:`MemitSession.edit`): for each edited layer l in order, keys K
+   (MLP-output-projection inputs at the subject's last token: half the plain prompt, half the mean
+   over the generated templates, as the reference averages per template group) and the residual
+   R = (z − current output of layer L) / (layers left) are recomputed with the layers edited so
+   far, and Δ_l = R Kᵀ(λC + KKᵀ)⁻¹ is solved in float64 and added to W_out of layer l.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from editdecay.arch import arch_for, check_layers, get_module, mlp_out_dims, mlp_out_module
+from editdecay.data.records import EditRecord
+from editdecay.editing.common import (
+    EditError,
+    Encoded,
+    capture_inputs,
+    check_finite,
+    encode,
+    fill,
+    hidden_of,
+    hooks,
+    model_device,
+    pad,
+    pad_id,
+    replace_hidden,
+)
+from editdecay.editing.deltas import EditDeltas, LayerDelta, WeightSnapshot
+from editdecay.editing.hparams import EditHparams
+from editdecay.editing.registry import EditResult
+
+TEMPLATE_PREFIXES = ("The", "Therefore", "Because", "I", "You")
+KL_PROMPT = "{} is a"
+EARLY_STOP_LOSS = 5e-2
+FORWARD_ROWS = 256  # sequences per no-grad forward when reading keys and outputs
+
+
+# --------------------------------------------------------------------------------------------
+# Context templates
+
+
+def context_templates(model: torch.nn.Module, tokenizer, n: int, length: int, seed: int = 0) -> list[str]:
+    """``["{}", "<generated text>. {}", ...]``: deterministic for a given model, tokenizer and seed."""
+    templates = ["{}"]
+    if n == 0:
+        return templates
+    unk = tokenizer.unk_token_id
+    # A prefix the tokenizer does not know (the toy world's closed vocabulary) would start from UNK.
+    prefixes = [p for p in TEMPLATE_PREFIXES if unk is None or unk not in tokenizer(p, add_special_tokens=False)["input_ids"]]
+    prefixes = prefixes or [""]
+    device = model_device(model)
+    gen = torch.Generator().manual_seed(seed)
+    banned = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+    with torch.no_grad():
+        for i in range(n):
+            ids = tokenizer(prefixes[i % len(prefixes)], add_special_tokens=True)["input_ids"]
+            if not ids:
+                ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+            start = len(ids)
+            for _ in range(length):
+                logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float().cpu()
+                logits[banned[banned < logits.numel()]] = -float("inf")
+                top = torch.topk(logits, k=min(5, logits.numel()))
+                pick = torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)
+                ids.append(int(top.indices[pick]))
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            if start == 1 and ids[0] in tokenizer.all_special_ids:
+                text = text.strip()
+            templates.append(text.replace("{", " ").replace("}", " ") + ". {}")
+    return templates
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the model at the subject's last token
+
+
+def _run_rows(model: torch.nn.Module, tokenizer, seqs: list[Encoded], module: torch.nn.Module,
+              what: str) -> torch.Tensor:
+    """``module``'s input (``what='input'``) or output at each sequence's subject-last token."""
+    device = model_device(model)
+    out: list[torch.Tensor] = []
+    for start in range(0, len(seqs), FORWARD_ROWS):
+        chunk = seqs[start : start + FORWARD_ROWS]
+        ids, mask = pad([s.ids for s in chunk], pad_id(tokenizer), device)
+        rows = torch.arange(len(chunk), device=device)
+        cols = torch.tensor([s.lookup for s in chunk], device=device)
+        got: dict[str, torch.Tensor] = {}
+        if what == "input":
+            handle = module.register_forward_pre_hook(lambda _m, args: got.__setitem__("x", args[0][rows, cols]))
+        else:
+            handle = module.register_forward_hook(lambda _m, _a, o: got.__setitem__("x", hidden_of(o)[rows, cols]))
+        with hooks([handle]), torch.no_grad():
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
+        out.append(got["x"].float())
+    return torch.cat(out)
+
+
+def compute_keys(model, tokenizer, records: Sequence[EditRecord], layer: int, templates: list[str],
+                 fact_token: str = "subject_last") -> torch.Tensor:
+    """K: [n, d_in], the MLP-output-projection input at the subject's last token (see module doc)."""
+    seqs = []
+    for r in records:
+        for c in templates:
+            text, span = fill(r.prompt, r.subject, context=c)
+            seqs.append(encode(tokenizer, text, span, fact_token=fact_token))
+    keys = _run_rows(model, tokenizer, seqs, mlp_out_module(model, layer), "input")
+    keys = keys.view(len(records), len(templates), -1)
+    if len(templates) == 1:
+        return keys[:, 0]
+    # The reference averages within each template group ("{}" alone; the generated ones), then over groups.
+    return 0.5 * (keys[:, 0] + keys[:, 1:].mean(1))
+
+
+def layer_outputs(model, tokenizer, records: Sequence[EditRecord], layer: int, fact_token: str = "subject_last") -> torch.Tensor:
+    """[n, d_model]: block ``layer``'s output at the subject's last token of the plain prompt."""
+    seqs = [encode(tokenizer, *fill(r.prompt, r.subject), fact_token=fact_token) for r in records]
+    return _run_rows(model, tokenizer, seqs, get_module(model, arch_for(model).block_path(layer)), "output")
+
+
+# --------------------------------------------------------------------------------------------
+# Target vectors z, batched over requests
+
+
+@dataclass
+class _ZBatch:
+    ids: torch.Tensor  # [N, T]
+    mask: torch.Tensor
+    lookup: torch.Tensor  # [N] subject-last position of every sequence
+    owner: torch.Tensor  # [N] request index (within the batch) of every sequence
+    init_rows: torch.Tensor  # [n_req] the row of each request's plain "{}" prompt
+    tgt_rows: torch.Tensor  # [M] (row, position, token) of every target token to predict
+    tgt_pos: torch.Tensor
+    tgt_tok: torch.Tensor
+    tgt_weight: torch.Tensor  # [M] 1 / (n_target · n_templates): mean NLL per prompt, mean over prompts
+    kl_rows: torch.Tensor  # [n_req] the row of each request's KL prompt
+
+
+def _z_batch(tokenizer, records: Sequence[EditRecord], templates: list[str], device, fact_token: str) -> _ZBatch:
+    seqs: list[list[int]] = []
+    lookup, owner, init_rows, kl_rows = [], [], [], []
+    tgt_rows, tgt_pos, tgt_tok, tgt_weight = [], [], [], []
+    for j, r in enumerate(records):
+        for t, c in enumerate(templates):
+            text, span = fill(r.prompt, r.subject, context=c)
+            enc = encode(tokenizer, text, span, target=r.target_new, fact_token=fact_token)
+            row = len(seqs)
+            if t == 0:
+                init_rows.append(row)
+            inp = enc.ids[:-1]  # the model reads prompt + target[:-1] and predicts each target token
+            first = len(inp) - enc.n_target
+            for k in range(enc.n_target):
+                tgt_rows.append(row)
+                tgt_pos.append(first + k)
+                tgt_tok.append(enc.ids[first + k + 1])
+                tgt_weight.append(1.0 / (enc.n_target * len(templates)))
+            seqs.append(inp)
+            lookup.append(enc.lookup)
+            owner.append(j)
+        text, span = fill(KL_PROMPT, r.subject)
+        enc = encode(tokenizer, text, span, fact_token=fact_token)
+        kl_rows.append(len(seqs))
+        seqs.append(enc.ids)
+        lookup.append(enc.lookup)
+        owner.append(j)
+    ids, mask = pad(seqs, pad_id(tokenizer), device)
+    t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=device)  # noqa: E731
+    return _ZBatch(ids, mask, t(lookup), t(owner), t(init_rows), t(tgt_rows), t(tgt_pos), t(tgt_tok),
+                   t(tgt_weight, torch.float32), t(kl_rows))
+
+
+def compute_zs(model, tokenizer, records: Sequence[EditRecord], hp: EditHparams, templates: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+    """z: [n, d_model] for every request (chunks of ``hp.z_batch_size`` requests per forward/backward)."""
+    size = hp.z_batch_size or len(records)
+    zs, norms, losses = [], [], []
+    requires = {name: p.requires_grad for name, p in model.named_parameters()}
+    was_training = model.training
+    model.eval()
+    for p in model.parameters():  # gradients flow to δ only
+        p.requires_grad_(False)
+    try:
+        for start in range(0, len(records), size):
+            z, delta_norm, loss = _optimise_z(model, tokenizer, records[start : start + size], hp, templates)
+            zs.append(z)
+            norms.append(delta_norm)
+            losses.append(loss)
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(requires[name])
+        model.train(was_training)
+    z = torch.cat(zs)
+    check_finite(z, "target vectors z")
+    return z, {"z.delta_norm": float(torch.cat(norms).mean()), "z.final_loss": float(torch.cat(losses).mean())}
+
+
+def _optimise_z(model, tokenizer, records: Sequence[EditRecord], hp: EditHparams,
+                templates: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    spec = arch_for(model)
+    device = model_device(model)
+    b = _z_batch(tokenizer, records, templates, device, hp.fact_token)
+    n = len(records)
+    z_layer = max(hp.layers)
+    block = get_module(model, spec.block_path(z_layer))
+    body = model.base_model  # the transformer without the LM head (final norm included)
+    head = get_module(model, spec.lm_head)
+    d_model = mlp_out_dims(model, z_layer)[1]
+    delta = torch.zeros(n, d_model, device=device, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=hp.v_lr)
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    state: dict[str, torch.Tensor] = {}
+
+    def add_delta(_module, _args, output):
+        h = hidden_of(output)
+        if "z_init" not in state:
+            state["z_init"] = h[b.init_rows, b.lookup[b.init_rows]].detach().float()
+        h = h.index_put((torch.arange(len(b.owner), device=device), b.lookup), delta[b.owner].to(h.dtype), accumulate=True)
+        return replace_hidden(output, h)
+
+    loss_req = torch.zeros(n, device=device)
+    with hooks([block.register_forward_hook(add_delta)]):
+        for it in range(hp.v_num_grad_steps):
+            opt.zero_grad(set_to_none=True)
+            hidden = body(input_ids=b.ids, attention_mask=b.mask, use_cache=False).last_hidden_state
+            # LM head only where a loss is read: target positions and the KL prompts' subject token.
+            tgt_logp = torch.log_softmax(head(hidden[b.tgt_rows, b.tgt_pos]).float(), -1)
+            nll_tok = -tgt_logp.gather(1, b.tgt_tok[:, None]).squeeze(1) * b.tgt_weight
+            nll = torch.zeros(n, device=device).index_add(0, b.owner[b.tgt_rows], nll_tok)
+            kl_logp = torch.log_softmax(head(hidden[b.kl_rows, b.lookup[b.kl_rows]]).float(), -1)
+            if "kl_init" not in state:
+                state["kl_init"] = kl_logp.detach()
+            kl = (kl_logp.exp() * (kl_logp - state["kl_init"])).sum(-1)  # KL(now ‖ start), as the reference
+            z_init = state["z_init"]
+            wd = hp.v_weight_decay * delta.norm(dim=1) / z_init.norm(dim=1) ** 2
+            loss_req = nll + hp.kl_factor * kl + wd
+            active &= loss_req.detach() >= EARLY_STOP_LOSS  # a request that reached the goal stops here
+            if it == hp.v_num_grad_steps - 1 or not active.any():
+                break
+            (loss_req * active).sum().backward()
+            before = delta.detach().clone()
+            opt.step()
+            with torch.no_grad():
+                delta[~active] = before[~active]
+                max_norm = hp.clamp_norm_factor * z_init.norm(dim=1)
+                norm = delta.norm(dim=1)
+                delta.mul_(torch.where(norm > max_norm, max_norm / norm.clamp_min(1e-12), torch.ones_like(norm))[:, None])
+    delta = delta.detach()
+    return state["z_init"] + delta, delta.norm(dim=1), loss_req.detach()
+
+
+# --------------------------------------------------------------------------------------------
+# The editor
+
+
+class MemitSession:
+    """Edits one model; MEMIT keeps nothing between batches except the context templates."""
+
+    method = "memit"
+
+    def __init__(self, model: torch.nn.Module, tokenizer, hp: EditHparams, second_moments: dict[int, torch.Tensor]):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.hp = hp
+        self.layers = check_layers(list(hp.layers), model)
+        missing = [layer for layer in self.layers if layer not in second_moments]
+        if missing:
+            raise EditError(f"layer statistics missing for edited layer(s) {missing}; run editdecay stats")
+        for layer in self.layers:
+            d_in = mlp_out_dims(model, layer)[0]
+            if tuple(second_moments[layer].shape) != (d_in, d_in):
+                raise EditError(f"layer {layer} statistics have shape {tuple(second_moments[layer].shape)}, "
+                                f"expected ({d_in}, {d_in}): they belong to another model")
+        self.C = {layer: second_moments[layer] for layer in self.layers}
+        self.templates = context_templates(model, tokenizer, hp.n_context_templates, hp.context_template_length,
+                                           hp.template_seed)
+
+    # The method-specific part: V with Δ = R Vᵀ (float64). MEMIT: V = (λC + KKᵀ)⁻¹ K.
+    def solve(self, layer: int, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        C = self.C[layer].to(K.device, torch.float64)
+        return torch.linalg.solve(self.hp.mom2_weight * C + K @ K.T, K)
+
+    def after_batch(self, keys: dict[int, torch.Tensor]) -> None:
+        """Hook for session state that carries to the next batch (AlphaEdit)."""
+
+    def edit(self, records: Sequence[EditRecord]) -> EditResult:
+        records = list(records)
+        if not records:
+            raise EditError("no edit records to apply")
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        zs, z_norms = compute_zs(self.model, self.tokenizer, records, self.hp, self.templates)
+        timings["z"] = time.perf_counter() - t0
+        z_layer = max(self.layers)
+        snapshot = WeightSnapshot.take(self.model, self.layers)
+        deltas: dict[int, LayerDelta] = {}
+        keys: dict[int, torch.Tensor] = {}
+        t1 = time.perf_counter()
+        try:
+            for i, layer in enumerate(self.layers):
+                K = compute_keys(self.model, self.tokenizer, records, layer, self.templates, self.hp.fact_token).T.double()  # [d_in, n]
+                current = layer_outputs(self.model, self.tokenizer, records, z_layer, self.hp.fact_token)
+                R = (zs - current).T.double() / (len(self.layers) - i)  # [d_out, n]
+                V = self.solve(layer, K, R)
+                check_finite(V, f"the layer {layer} update solve")
+                delta = LayerDelta.low_rank(R.float().cpu(), V.float().cpu())
+                EditDeltas({layer: delta}).apply(self.model)
+                deltas[layer] = delta
+                keys[layer] = K
+            self.after_batch(keys)
+        except BaseException:
+            snapshot.restore(self.model)
+            raise
+        timings["update"] = time.perf_counter() - t1
+        result = EditDeltas(deltas, {"method": self.method, "layers": ",".join(map(str, self.layers))})
+        norms = {**z_norms, **{f"delta.layer{layer}": d.norm() for layer, d in deltas.items()}}
+        return EditResult(self.method, len(records), result, snapshot, timings, norms)
+
+
+class MemitEditor:
+    name = "memit"
+    session_class = MemitSession
+
+    def __init__(self, hparams: EditHparams):
+        self.hparams = hparams
+
+    def session(self, model, tokenizer, second_moments: dict[int, torch.Tensor]) -> MemitSession:
+        return self.session_class(model, tokenizer, self.hparams, second_moments)
+
+    def edit(self, model, tokenizer, records: Sequence[EditRecord], second_moments: dict[int, torch.Tensor]) -> EditResult:
+        return self.session(model, tokenizer, second_moments).edit(records)

@@ -1,0 +1,87 @@
+"""The ``stats`` and ``edit`` stages: config in, files out (used by the CLI and the trial recipe)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from editdecay.config import TrialConfig, to_yaml
+from editdecay.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+def load_for_editing(cfg: TrialConfig):
+    from editdecay.models import load_model, resolve_model_path
+
+    return load_model(cfg.model, resolve_model_path(cfg))
+
+
+def edit_records(cfg: TrialConfig):
+    """The first ``edit.num_edits`` records of the configured dataset."""
+    from editdecay.data.edits import load_edit_dataset
+
+    records = load_edit_dataset(cfg)
+    if cfg.edit.num_edits > len(records):
+        raise DataError(f"edit.num_edits={cfg.edit.num_edits} but the edit dataset ({cfg.data.source}) has only "
+                        f"{len(records)} records; lower edit.num_edits or use a larger dataset")
+    return records[: cfg.edit.num_edits]
+
+
+def run_stats(cfg: TrialConfig, model=None, tokenizer=None) -> dict[int, Any]:
+    """Second moments for the edited layers (cached under ``cache_dir/stats``)."""
+    from editdecay.editing.hparams import resolve_hparams
+    from editdecay.editing.stats import second_moments
+
+    if model is None:
+        model, tokenizer = load_for_editing(cfg)
+    hp = resolve_hparams(model, cfg.edit)
+    return second_moments(model, tokenizer, cfg, list(hp.layers))
+
+
+def run_edit(cfg: TrialConfig, out: str | os.PathLike, model=None, tokenizer=None) -> dict[str, Any]:
+    """Edit, evaluate before and after, and write ``out/`` whole or not at all:
+    ``deltas.safetensors``, ``per_edit.parquet``, ``metrics.json``, ``records.jsonl``, ``config.yaml``."""
+    from editdecay.data.records import records_to_jsonl
+    from editdecay.editing.hparams import resolve_hparams
+    from editdecay.editing.registry import get_editor, run_edits
+    from editdecay.editing.stats import second_moments
+    from editdecay.io import atomic_directory
+    from editdecay.metrics.edit import evaluate_edits
+
+    if cfg.edit.method == "none":
+        raise ConfigError("edit.method is 'none': there is nothing to edit (set edit.method=memit or alphaedit)")
+    records = edit_records(cfg)
+    if model is None:
+        model, tokenizer = load_for_editing(cfg)
+    hp = resolve_hparams(model, cfg.edit)
+    C = second_moments(model, tokenizer, cfg, list(hp.layers))
+    base = evaluate_edits(model, tokenizer, records, batch_size=cfg.eval.batch_size)
+    result = run_edits(get_editor(cfg.edit.method, hp), model, tokenizer, records, C, cfg.edit.chunk_size)
+    after = evaluate_edits(model, tokenizer, records, batch_size=cfg.eval.batch_size)
+
+    table = after.per_edit.copy()
+    for m in ("es", "ps", "ns"):
+        table[f"base_{m}"] = base.per_edit[m].to_numpy()
+    metrics = {
+        **{f"base.{k}": v for k, v in base.summary.items()},
+        **{f"edit.{k}": v for k, v in after.summary.items()},
+        "edit.n_edits": result.n_edits,
+        "edit.seconds": result.timings.get("total", 0.0),
+        "edit.edits_per_second": result.n_edits / max(result.timings.get("total", 0.0), 1e-9),
+        "timings": result.timings,
+        "norms": result.norms,
+        "hparams": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(hp).items()},
+    }
+    with atomic_directory(out) as tmp:
+        result.deltas.save(tmp / "deltas.safetensors")
+        table.to_parquet(tmp / "per_edit.parquet", index=False)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        (tmp / "records.jsonl").write_text(records_to_jsonl(records), encoding="utf-8")
+        (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+    log.info("edit: wrote %s", Path(out))
+    return metrics
