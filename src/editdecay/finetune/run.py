@@ -1,0 +1,269 @@
+"""The fine-tuning recipe: model directory in, fine-tuned model (or adapter) directory out.
+
+Top to bottom: resolve the recipe and check the config (nothing touched yet) → load the model →
+resolve layers → build the data → wrap in adapters (LoRA/DoRA) or freeze blocks (full) → HF
+``Trainer`` (with DeepSpeed for full FT) → save → rename into place.
+
+The run writes into ``.<out>.partial`` beside ``out_dir`` and renames it when complete, so
+``out_dir`` is never half-written. An interrupted run leaves the partial directory with the
+Trainer's checkpoints; running again with the same ``out_dir`` resumes from the last one.
+
+Output directory::
+
+    adapter/        PEFT adapter (adapter_config.json, adapter_model.safetensors) + tokenizer   (lora, dora)
+    merged/         adapter merged into the base model (finetune.merge)                        (lora, dora)
+    model/          the fine-tuned model (model.safetensors, config, tokenizer)                (full)
+    metrics.json    losses, tokens/s, parameter counts, layers, recipe
+    trainer_log.json  the Trainer's log history;  decay_curve.{json,csv} when an evaluate_fn is given
+    config.yaml     the resolved trial config
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from editdecay.config import TrialConfig, to_yaml
+from editdecay.finetune.adapters import apply_adapters
+from editdecay.finetune.callbacks import DecayCurveCallback, EvaluateFn
+from editdecay.finetune.data import build_finetune_data
+from editdecay.finetune.distributed import (check_precision, deepspeed_config, deepspeed_session, is_main_process,
+                                            world_size, zero_stage)
+from editdecay.finetune.layers import freeze_for_full_ft, resolve_layers
+from editdecay.finetune.recipe import Recipe, resolve_recipe
+from editdecay.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinetuneResult:
+    out_dir: Path
+    method: str
+    layers: list[int]
+    model_path: Path  # adapter/ (lora, dora) or model/ (full): what the next stage loads
+    merged_path: Path | None
+    metrics: dict[str, Any]
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+
+def partial_dir(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.partial"
+
+
+def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evaluate_fn: EvaluateFn | None = None,
+             edited_layers: list[int] | None = None) -> FinetuneResult:
+    """Fine-tune the model in ``model_dir`` as ``cfg.finetune`` says; write ``out_dir``.
+
+    ``evaluate_fn(model) -> {metric: value}`` is called every ``finetune.curve_every`` steps (the
+    decay curve); ``edited_layers`` overrides ``cfg.edit.layers`` for ``finetune.layers=edited``.
+    """
+    ft = cfg.finetune
+    out_dir = Path(out_dir)
+    # Everything checkable without the model, before anything is loaded or written.
+    check_precision(ft.precision)
+    ds_config = deepspeed_config(ft.deepspeed) if ft.method == "full" else None
+    recipe = resolve_recipe(ft, world_size())
+
+    from editdecay.models import load_model
+
+    model, tokenizer = load_model(cfg.model, model_dir)
+    layers = resolve_layers(ft.layers, model, cfg.edit, edited_layers)
+    tokenizer.padding_side = "right"  # training pads right; generation (DS eval) pads left
+    data = build_finetune_data(ft.data, tokenizer, model.config.model_type, recipe.cutoff_len, cfg.seed, cfg.world)
+
+    if ft.method == "full":
+        n_trainable = freeze_for_full_ft(model, layers, ft.train_extra)
+    else:
+        model = apply_adapters(model, ft, recipe, layers)
+        n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    log.info("finetune %s on layers %s: %s trainable of %s parameters, %d train / %d val examples (%s template)",
+             ft.method, layers, f"{n_trainable:,}", f"{n_total:,}", len(data.train), len(data.val), data.template)
+
+    work = partial_dir(out_dir)
+    with deepspeed_session(ds_config is not None):
+        trainer, curve_cb = _build_trainer(cfg, recipe, model, tokenizer, data, work, ds_config, evaluate_fn)
+        resume = _last_checkpoint(work / "checkpoints") if ft.resume else None
+        if resume:
+            log.info("resuming from %s", resume)
+        start = time.perf_counter()
+        out = trainer.train(resume_from_checkpoint=resume)
+        seconds = time.perf_counter() - start
+        eval_metrics = trainer.evaluate() if data.val else {}
+
+        model_path, merged_path = _save(trainer, tokenizer, ft.method, ft.merge, work)
+        metrics = _metrics(trainer, out, eval_metrics, data, recipe, layers, n_trainable, n_total, seconds)
+        curve = curve_cb.curve if curve_cb else []
+        if is_main_process():
+            atomic_write_json(work / "metrics.json", metrics)
+            atomic_write_json(work / "trainer_log.json", trainer.state.log_history)
+            atomic_write_text(work / "config.yaml", to_yaml(cfg))
+            if curve_cb:
+                curve_cb.save(work)
+            if not ft.keep_checkpoints:
+                shutil.rmtree(work / "checkpoints", ignore_errors=True)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            work.rename(out_dir)
+        trainer.accelerator.wait_for_everyone()  # other ranks return only once the directory is in place
+    log.info("finetune done: loss %.4f -> %.4f in %.0f s; wrote %s", metrics["first_loss"], metrics["last_loss"],
+             seconds, out_dir)
+    rel = lambda p: out_dir / p.relative_to(work) if p is not None else None  # noqa: E731
+    return FinetuneResult(out_dir=out_dir, method=ft.method, layers=layers, model_path=rel(model_path),
+                          merged_path=rel(merged_path), metrics=metrics, curve=curve)
+
+
+def training_arguments(cfg: TrialConfig, recipe: Recipe, output_dir: Path, ds_config: dict | None, has_val: bool):
+    """The Trainer's arguments for a recipe (also used by the benchmark's bare-Trainer baseline)."""
+    from transformers import TrainingArguments
+
+    ft = cfg.finetune
+    use_cpu = cfg.model.device == "cpu" or not torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        learning_rate=recipe.lr,
+        num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps if recipe.max_steps is not None else -1,
+        per_device_train_batch_size=recipe.micro_batch_size,
+        per_device_eval_batch_size=recipe.micro_batch_size,
+        gradient_accumulation_steps=recipe.grad_accum,
+        # transformers 5: one field, an int is steps, a float in [0, 1) a ratio of the total.
+        warmup_steps=recipe.warmup_ratio if recipe.warmup_ratio > 0 else recipe.warmup_steps,
+        weight_decay=recipe.weight_decay,
+        max_grad_norm=recipe.max_grad_norm,
+        lr_scheduler_type="linear",
+        logging_steps=ft.logging_steps,
+        logging_first_step=True,
+        save_strategy="no" if ft.save_strategy == "none" else ft.save_strategy,
+        save_steps=ft.save_steps,
+        save_total_limit=2,
+        eval_strategy="epoch" if has_val else "no",
+        bf16=ft.precision == "bf16",
+        fp16=ft.precision == "fp16",
+        use_cpu=use_cpu,
+        deepspeed=ds_config,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",  # tracking (MLflow) is the pipeline's job, not the Trainer's
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=0,
+    )
+
+
+def _build_trainer(cfg, recipe, model, tokenizer, data, work: Path, ds_config, evaluate_fn):
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    args = training_arguments(cfg, recipe, work / "checkpoints", ds_config, bool(data.val))
+    callbacks = []
+    curve_cb = None
+    if evaluate_fn is not None:
+        every = cfg.finetune.curve_every or max(1, _total_steps(len(data.train), recipe) // 10)
+        curve_cb = DecayCurveCallback(evaluate_fn, every, zero3=zero_stage(ds_config) == 3)
+        callbacks.append(curve_cb)
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")
+    trainer = Trainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.val or None,
+                      data_collator=collator, processing_class=tokenizer, callbacks=callbacks)
+    return trainer, curve_cb
+
+
+def _total_steps(n_train: int, recipe: Recipe) -> int:
+    if recipe.max_steps is not None:
+        return recipe.max_steps
+    return max(1, math.ceil(n_train / recipe.batch_size) * math.ceil(recipe.epochs))
+
+
+def _last_checkpoint(ckpt_dir: Path) -> str | None:
+    if not ckpt_dir.is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(ckpt_dir))
+
+
+def _save(trainer, tokenizer, method: str, merge: bool, work: Path) -> tuple[Path, Path | None]:
+    if method == "full":
+        path = work / "model"
+        trainer.save_model(str(path))  # collective under ZeRO-3: gathers the 16-bit weights
+        if is_main_process():
+            tokenizer.save_pretrained(path)
+            (path / "training_args.bin").unlink(missing_ok=True)
+        return path, None
+    path, merged = work / "adapter", None
+    if is_main_process():
+        trainer.model.save_pretrained(path)  # PEFT's standard adapter layout
+        tokenizer.save_pretrained(path)
+        if merge:
+            merged = work / "merged"
+            trainer.model.merge_and_unload().save_pretrained(merged)
+            tokenizer.save_pretrained(merged)
+    elif merge:
+        merged = work / "merged"
+    return path, merged
+
+
+def _metrics(trainer, out, eval_metrics, data, recipe: Recipe, layers, n_trainable, n_total, seconds) -> dict[str, Any]:
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    epochs_done = float(trainer.state.epoch or 0.0)
+    tokens = data.n_train_tokens * epochs_done  # real (unpadded) tokens seen
+    metrics: dict[str, Any] = {
+        "train_loss": float(out.training_loss),
+        "first_loss": float(losses[0]) if losses else float("nan"),
+        "last_loss": float(losses[-1]) if losses else float("nan"),
+        "steps": int(trainer.state.global_step),
+        "epochs": epochs_done,
+        "train_seconds": round(seconds, 3),
+        "train_tokens_per_s": round(tokens / max(float(out.metrics.get("train_runtime", seconds)), 1e-9), 1),
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "n_dropped": data.n_dropped,
+        "n_truncated": data.n_truncated,
+        "trainable_params": int(n_trainable),
+        "total_params": int(n_total),
+        "layers": list(layers),
+        "template": data.template,
+        "recipe": recipe.to_dict(),
+    }
+    if "eval_loss" in eval_metrics:
+        metrics["eval_loss"] = float(eval_metrics["eval_loss"])
+    return metrics
+
+
+
+def load_finetuned(out_dir: str | Path, base_model_dir: str | Path | None = None):
+    """``(model, tokenizer)`` from a finetune output directory: the full model, the merged model,
+    or the base model with the adapter applied (base from the adapter config unless given)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from editdecay.errors import DataError
+
+    out_dir = Path(out_dir)
+    for sub in ("model", "merged"):
+        if (out_dir / sub / "config.json").is_file():
+            model = AutoModelForCausalLM.from_pretrained(out_dir / sub)
+            return model.eval(), AutoTokenizer.from_pretrained(out_dir / sub)
+    adapter = out_dir / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise DataError(f"{out_dir}: not a finetune output directory (no model/, merged/ or adapter/)")
+    from peft import PeftModel
+
+    base = base_model_dir
+    if base is None:
+        import json
+
+        base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter)
+    return model.eval(), AutoTokenizer.from_pretrained(adapter)
