@@ -43,3 +43,22 @@ def toy_model(toy_model_dir):
     model = AutoModelForCausalLM.from_pretrained(toy_model_dir)
     model.eval()
     return model, AutoTokenizer.from_pretrained(toy_model_dir)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1 (sqlite + proxied artifacts), stopped at the end."""
+    from editdecay.tracking.server import start_server, stop_server
+
+    root = tmp_path_factory.mktemp("mlflow-server")
+    proc, url = start_server(root, port=free_port(), log_file=root / "server.log")
+    yield url
+    stop_server(proc)

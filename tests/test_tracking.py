@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import mlflow
@@ -11,22 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from editdecay.config import flatten, load_config, stable_hash
 from editdecay.tracking.runs import TrackingError, resolve_tracking_uri, tracked_run
-from editdecay.tracking.server import start_server, stop_server
+from editdecay.tracking.server import start_server
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    proc, url = start_server(root, port=_free_port(), log_file=root / "server.log")
-    yield url
-    stop_server(proc)
-    assert proc.poll() is not None
+from conftest import free_port
 
 
 def test_run_logs_params_metrics_steps_artifacts(mlflow_server, tmp_path):
@@ -86,7 +72,7 @@ def test_deleted_experiment_clash_is_one_line(mlflow_server):
 def test_unreachable_server_fails_fast():
     start = time.monotonic()
     with pytest.raises(TrackingError, match="unreachable") as info:
-        with tracked_run("x", "y", tracking_uri=f"http://127.0.0.1:{_free_port()}"):
+        with tracked_run("x", "y", tracking_uri=f"http://127.0.0.1:{free_port()}"):
             pytest.fail("the run must not start")
     assert time.monotonic() - start < 10 and "\n" not in str(info.value)
 
@@ -108,4 +94,4 @@ def test_server_refuses_unwritable_root(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(EditDecayError):
-        start_server(blocker / "sub", port=_free_port())
+        start_server(blocker / "sub", port=free_port())

@@ -61,6 +61,43 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    """Run an MLflow tracking server (sqlite backend, proxied artifacts) in the foreground."""
+    from editdecay.tracking.server import check_root, server_command
+
+    root = Path(args.root)
+    check_root(root)
+    print(f"editdecay server: http://{args.host}:{args.port}  (store {root.resolve()}/mlflow.db, artifacts "
+          f"{root.resolve()}/artifacts)\n  clients: export MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
+    import subprocess
+
+    try:
+        return subprocess.call(server_command(root, args.host, args.port, args.workers))
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    """One tracked trial: base → edit → fine-tune → evaluate → survival, logged to MLflow."""
+    from editdecay.pipeline.trial import GROUPS, run_trial
+    from editdecay.tracking.runs import resolve_tracking_uri
+
+    cfg = _config_and_overrides(args)
+    result = run_trial(cfg, force=args.force)
+    m = result.metrics
+    print(f"editdecay trial '{cfg.name}': run {result.run_id} in experiment '{cfg.tracking.experiment}' "
+          f"({resolve_tracking_uri(cfg.tracking.uri)}), {result.seconds:.0f} s")
+    print(f"  {'group':8s} {'ES':>6s} {'PS':>6s} {'NS':>6s} {'DS':>6s}")
+    for group in GROUPS:
+        if f"{group}.es" in m:
+            print(f"  {group:8s} " + " ".join(f"{m.get(f'{group}.{k}', float('nan')):6.3f}" for k in ("es", "ps", "ns", "ds.acc")))
+    if "survival.efr" in m:
+        print(f"  survival {m['survival.survival']:.3f}   EFR {m['survival.efr']:.3f}   decrease {m['survival.decrease']:.3f}"
+              f"   ({int(m['survival.n_flipped'])} of {int(m['survival.n_successful'])} successful edits flipped)")
+    print(f"  stages   built: {', '.join(result.cache_misses) or '-'}   reused: {', '.join(result.cache_hits) or '-'}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     """Validate a config and print it resolved (defaults filled, overrides applied) with its hash."""
     from editdecay.config import stable_hash, to_yaml
@@ -96,6 +133,99 @@ def cmd_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune the model as ``finetune.*`` says; print losses (and DS with --ds)."""
+    from editdecay.finetune.run import finetune, load_finetuned
+    from editdecay.io import atomic_write_json
+    from editdecay.models import resolve_model_path
+
+    cfg = _config_and_overrides(args)
+    model_dir = args.model or resolve_model_path(cfg)
+    ds_before = _downstream(cfg, model_dir, None) if args.ds else {}
+    result = finetune(cfg, model_dir, args.out)
+    m = result.metrics
+    print(f"editdecay finetune: {cfg.finetune.method} on layers {result.layers}, {m['trainable_params']:,} of "
+          f"{m['total_params']:,} parameters trained, {m['steps']} steps, loss {m['first_loss']:.4f} -> "
+          f"{m['last_loss']:.4f}, {m['train_tokens_per_s']:.0f} tokens/s")
+    print(f"  output      {result.out_dir}  ({result.model_path.name}/)")
+    if args.ds:
+        model, tokenizer = load_finetuned(result.out_dir, model_dir)
+        ds_after = _downstream(cfg, model, tokenizer)
+        for key in ds_after:
+            print(f"  {key:18s} {ds_before.get(key, float('nan')):.3f} -> {ds_after[key]:.3f}")
+        atomic_write_json(result.out_dir / "metrics.json",
+                          {**m, **{f"base.{k}": v for k, v in ds_before.items()}, **{f"ft.{k}": v for k, v in ds_after.items()}})
+    return 0
+
+
+def _downstream(cfg, model_or_dir, tokenizer, prefix: str | None = None) -> dict[str, float]:
+    from editdecay.finetune.data import resolve_template
+    from editdecay.metrics.downstream import evaluate_downstream, load_ds_rows
+    from editdecay.models import load_model
+
+    if tokenizer is None:
+        model_or_dir, tokenizer = load_model(cfg.model, model_or_dir)
+    template = resolve_template(cfg.finetune.data.template, model_or_dir.config.model_type)
+    rows = load_ds_rows(cfg.eval, cfg.world)
+    gen = {"max_new_tokens": cfg.eval.ds_max_new_tokens, "num_beams": cfg.eval.ds_num_beams}
+    return evaluate_downstream(model_or_dir, tokenizer, rows, template, cfg.eval.ds_mode, cfg.eval.ds_batch_size,
+                               generation_kwargs=gen).metrics(*([prefix] if prefix else []))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """ES/PS/NS on the configured edit set and DS, for a model dir, finetune output dir or the config's model."""
+    from editdecay.editing.run import edit_records
+    from editdecay.finetune.run import load_finetuned
+    from editdecay.io import atomic_directory
+    from editdecay.metrics.edit import evaluate_edits
+    from editdecay.models import load_model, resolve_model_path
+
+    cfg = _config_and_overrides(args)
+    target = Path(args.model) if args.model else None
+    if target is not None and any((target / sub).is_dir() for sub in ("adapter", "merged", "model")):
+        model, tokenizer = load_finetuned(target, args.base)  # a finetune output directory
+    else:
+        model, tokenizer = load_model(cfg.model, str(target) if target else resolve_model_path(cfg))
+    edits = evaluate_edits(model, tokenizer, edit_records(cfg), cfg.eval.batch_size)
+    metrics = {**edits.summary, **_downstream(cfg, model, tokenizer, prefix="ds")}
+    print(f"editdecay evaluate: {target or cfg.model.name}, {len(edits.per_edit)} edit records")
+    for key, value in metrics.items():
+        print(f"  {key:18s} {value:.4f}")
+    if args.out:
+        with atomic_directory(args.out) as tmp:  # the directory appears whole or not at all
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+            edits.per_edit.to_parquet(tmp / "per_edit.parquet", index=False)
+        print(f"  wrote {args.out}/metrics.json, per_edit.parquet")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Compute (or find cached) the layer second moments the configured editor needs."""
+    from editdecay.editing.run import run_stats
+
+    cfg = _config_and_overrides(args)
+    moments = run_stats(cfg)
+    s = cfg.edit.stats
+    for layer, C in moments.items():
+        print(f"  layer {layer:3d}  C {tuple(C.shape)} {str(C.dtype).removeprefix('torch.')}  trace {float(C.trace()):.4g}")
+    print(f"  corpus {s.corpus}, n_samples {s.n_samples}, max_length {s.max_length}; cached under {cfg.cache_dir}/stats")
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    """Edit the model with the configured editor; write deltas, per-edit table and metrics to --out."""
+    from editdecay.editing.run import run_edit
+
+    cfg = _config_and_overrides(args)
+    metrics = run_edit(cfg, args.out)
+    print(f"editdecay edit: {cfg.edit.method}, {metrics['edit.n_edits']} edits in {metrics['edit.seconds']:.1f} s "
+          f"({metrics['edit.edits_per_second']:.1f} edits/s)")
+    for m in ("es", "ps", "ns"):
+        print(f"  {m}  base {metrics[f'base.{m}']:6.1%}  ->  edited {metrics[f'edit.{m}']:6.1%}")
+    print(f"  wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="editdecay", description="Do knowledge edits survive fine-tuning?")
     parser.add_argument("--version", action="version", version=f"editdecay {__version__}")
@@ -113,11 +243,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("prepare", cmd_prepare, "build (or reuse) the fact world and toy model and print its recall")
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.add_argument("--json", action="store_true", help="also print the report as one JSON line")
+    p = sub.add_parser("server", help="run an MLflow tracking server (sqlite + proxied artifacts)",
+                       description="run an MLflow tracking server (sqlite + proxied artifacts), bound to 127.0.0.1 by default")
+    p.add_argument("--root", default="mlflow-server", help="directory for mlflow.db and artifacts/")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to serve a cluster)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_server)
+    p = add("trial", cmd_trial, "run one tracked trial (base, FT-only, KE-only, KE->FT) and log it to MLflow")
+    p.add_argument("--force", action="store_true", help="recompute every stage instead of reusing the stage cache")
     add("config", cmd_config, "validate a config and print it resolved, with its hash")
     p = add("data", cmd_data, "load the configured edit dataset and summarise it")
     p.add_argument("--show", type=int, default=2, help="records to print")
     p = add("world", cmd_world, "export the fact world's datasets to a directory")
     p.add_argument("--out", required=True, help="output directory (written atomically)")
+    add("stats", cmd_stats, "compute (or reuse) the layer second moments the editor needs")
+    p = add("edit", cmd_edit, "edit the model (MEMIT / AlphaEdit) and write deltas, per-edit metrics and a summary")
+    p.add_argument("--out", required=True, help="output directory (written atomically)")
+    p = add("evaluate", cmd_evaluate, "ES/PS/NS on the configured edit set and DS for a model or finetune output")
+    p.add_argument("--model", default=None, help="model dir / hub id, or a finetune output dir (default: the config's model)")
+    p.add_argument("--base", default=None, help="base model of a finetune output's adapter (default: from adapter_config.json)")
+    p.add_argument("--out", default=None, help="directory for metrics.json and per_edit.parquet")
+    p = add("finetune", cmd_finetune, "fine-tune a model (full/DeepSpeed, LoRA, DoRA) into an output directory")
+    p.add_argument("--model", default=None, help="model directory or hub id (default: the config's model.name)")
+    p.add_argument("--out", required=True, help="output directory (written whole, via a .partial directory)")
+    p.add_argument("--ds", action="store_true", help="also measure downstream accuracy before and after")
     return parser
 
 
@@ -130,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("transformers", "datasets", "filelock", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-load "Loading weights" bars drown our own progress lines
     if args.command is None:
         parser.print_help()
         return 2

@@ -35,9 +35,9 @@ class WorldConfig(Section):
     """The synthetic fact world (deterministic from ``seed``)."""
 
     seed: int = 0
-    n_countries: int = Field(120, ge=8, le=2000)
-    n_people: int = Field(160, ge=8, le=5000)
-    n_companies: int = Field(40, ge=4, le=2000)
+    n_countries: int = Field(100, ge=8, le=2000)
+    n_people: int = Field(120, ge=8, le=5000)
+    n_companies: int = Field(30, ge=4, le=2000)
     # Downstream multiple-choice task (Commonsense-170k instruction format).
     n_downstream: int = Field(1200, ge=20)
     downstream_test_fraction: float = Field(0.25, gt=0.0, lt=1.0)
@@ -48,11 +48,13 @@ class ToyModelConfig(Section):
 
     arch: Literal["gpt2", "llama"] = "gpt2"
     n_layer: int = Field(4, ge=1, le=48)
-    n_embd: int = Field(256, ge=16)
+    n_embd: int = Field(128, ge=16)
     n_head: int = Field(4, ge=1)
     n_positions: int = Field(128, ge=32)
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(32, ge=1)
+    # Memorising facts needs optimizer steps more than tokens: small batches, many epochs
+    # (measured: batch 32 stays near chance where batch 4-8 reaches >99% recall in the same time).
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(8, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
@@ -106,31 +108,153 @@ class DataConfig(Section):
         return self
 
 
+class StatsConfig(Section):
+    """Second moments C = E[k kᵀ] of the MLP-output-projection input (``editdecay stats``).
+
+    ``corpus``: ``world`` (the fact world's corpus, offline default), a local text file (one text
+    per non-empty line), or anything ``datasets.load_dataset`` reads (hub id such as
+    ``wikitext`` with ``dataset_config: wikitext-103-raw-v1``, or a local path).
+    """
+
+    corpus: str = "world"
+    dataset_config: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    # The reference code uses 100,000 texts; the fact world cycles its shuffled corpus to reach n.
+    n_samples: int = Field(100_000, ge=1)
+    max_length: int = Field(128, ge=2)
+    dtype: Literal["float32", "float64"] = "float32"
+    batch_tokens: int = Field(8192, ge=16)  # token budget per forward pass (padding included)
+    save_every: int = Field(50, ge=1)  # batches between resumable partial-sum checkpoints
+
+
 class EditConfig(Section):
-    """Knowledge editing. ``layers: null`` takes the per-model default."""
+    """Knowledge editing. ``layers: null`` and every ``null`` hyperparameter take the per-model
+    default from :mod:`editdecay.editing.hparams`."""
 
     method: Literal["none", "memit", "alphaedit"] = "memit"
     num_edits: int = Field(100, ge=1)
     layers: list[int] | None = None
     # Sequential editing: apply the edits in chunks of this size (None: one batch).
     chunk_size: int | None = Field(None, ge=1)
+    # MEMIT (Meng et al. 2022): covariance weight λ, z optimisation (steps, lr, norm clamp, KL, wd).
+    mom2_weight: float | None = Field(None, gt=0)
+    v_num_grad_steps: int | None = Field(None, ge=1)
+    v_lr: float | None = Field(None, gt=0)
+    clamp_norm_factor: float | None = Field(None, gt=0)
+    kl_factor: float | None = Field(None, ge=0)
+    v_weight_decay: float | None = Field(None, ge=0)
+    # Context templates for keys and z: n generated prefixes of n tokens, seeded (repeatable).
+    n_context_templates: int | None = Field(None, ge=0)
+    context_template_length: int | None = Field(None, ge=1)
+    # Where keys are read and δ is added: the subject's last token (MEMIT) or the prompt's last.
+    fact_token: Literal["subject_last", "last"] | None = None
+    # Requests per z forward/backward (None: all at once).
+    z_batch_size: int | None = Field(None, ge=1)
+    # AlphaEdit (Fang et al. 2025): null-space threshold on C's eigenvalues, and the L2 weight α.
+    nullspace_threshold: float | None = Field(None, gt=0)
+    nullspace_mode: Literal["absolute", "relative"] | None = None
+    alpha: float | None = Field(None, gt=0)
+    stats: StatsConfig = StatsConfig()
 
 
 LayerSelection = Union[Literal["all", "edited", "non_edited"], list[int]]
 
 
+class FinetuneDataConfig(Section):
+    """Fine-tuning data. ``source: world`` (the fact world's downstream train split, offline default),
+    ``file`` (local JSON/JSONL/Parquet/CSV, or a directory) or ``hub`` (a ``datasets`` hub id).
+
+    ``format``: ``instruction`` (Commonsense-170k / LLM-Adapters: instruction, input, output, answer),
+    ``hotpotqa`` (question, answer, optional context) or ``prompt_completion`` (prompt, completion).
+    ``template``: ``alpaca`` ("### Instruction / ### Response", Llama-style), ``qa`` ("Question: …
+    Answer: …", GPT-style) or ``auto`` (by model family).
+    """
+
+    source: Literal["world", "file", "hub"] = "world"
+    path: str | None = None
+    split: str = "train"
+    format: Literal["instruction", "hotpotqa", "prompt_completion"] = "instruction"
+    template: Literal["auto", "alpaca", "qa"] = "auto"
+    cutoff_len: int | None = Field(None, ge=8)  # None: the preset's (paper 256, toy 128)
+    train_on_inputs: bool = False  # False: loss on the response only (prompt labels are -100)
+    # Examples whose prompt alone reaches cutoff_len: fail (default), drop them, or truncate them.
+    too_long: Literal["error", "drop", "truncate"] = "error"
+    val_size: float = Field(0.0, ge=0)  # < 1: a fraction of the train rows; >= 1: a count
+    max_examples: int | None = Field(None, ge=1)
+    hotpotqa_context: bool = True  # put HotpotQA's supporting paragraphs in the prompt
+
+    @model_validator(mode="after")
+    def _path_when_needed(self) -> "FinetuneDataConfig":
+        if self.source != "world" and not self.path:
+            raise ValueError(f"finetune.data.path is required when finetune.data.source is '{self.source}'")
+        return self
+
+
 class FinetuneConfig(Section):
-    """Fine-tuning after editing (the fine-tuning issue grows the recipe knobs)."""
+    """Fine-tuning after editing: method, recipe preset and its overrides, layers, data.
+
+    Every recipe knob left ``None`` takes the preset's value (``paper``: the study's recipes,
+    ``toy``: small, fast defaults for the toy model); see :mod:`editdecay.finetune.recipe`.
+    """
 
     method: Literal["none", "full", "lora", "dora"] = "lora"
+    preset: Literal["toy", "paper"] = "toy"
     layers: LayerSelection = "all"
+    # PEFT: target modules (None: the architecture table's peft_targets). attention_only keeps only
+    # the attention ones, as the study's code did for selective-layer runs.
+    target_modules: list[str] | None = None
+    attention_only: bool = False
+    lora_r: int | None = Field(None, ge=1)
+    lora_alpha: float | None = Field(None, gt=0)
+    lora_dropout: float | None = Field(None, ge=0, lt=1)
+    merge: bool = False  # also save the adapter merged into the model
+    # Full fine-tuning: DeepSpeed ZeRO stage (configs/deepspeed/*.json) or a JSON path; none = plain Trainer.
+    deepspeed: str = "zero2"
+    # Full FT: also train these (frozen by default when finetuning selected layers).
+    train_extra: list[Literal["embed", "final_norm", "lm_head"]] = []
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    lr: float | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs
+    batch_size: int | None = Field(None, ge=1)  # effective batch (micro batch x accumulation x ranks)
+    micro_batch_size: int | None = Field(None, ge=1)
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_ratio: float | None = Field(None, ge=0, lt=1)
+    weight_decay: float | None = Field(None, ge=0)
+    max_grad_norm: float | None = Field(None, gt=0)
+    logging_steps: int = Field(10, ge=1)
+    save_strategy: Literal["none", "epoch", "steps"] = "epoch"  # Trainer checkpoints (for resuming)
+    save_steps: int = Field(500, ge=1)
+    keep_checkpoints: bool = False  # keep the Trainer checkpoints in the output dir
+    resume: bool = True  # resume from the last checkpoint of an interrupted run into the same out dir
+    curve_every: int | None = Field(None, ge=1)  # decay curve: evaluate the edits every k steps
+    data: FinetuneDataConfig = FinetuneDataConfig()
 
 
 class EvalConfig(Section):
     batch_size: int = Field(32, ge=1)
     # Downstream accuracy: score the candidate answers (fast) or generate + regex (the paper's way).
     ds_mode: Literal["loglik", "generate"] = "loglik"
-    ds_max_examples: int | None = Field(None, ge=1)
+    ds_max_examples: int | None = Field(None, ge=1)  # per task
+    # DS data: the fact world's downstream test split, or LLM-Adapters-style files (a JSON/JSONL
+    # file with a ``task`` field, or a directory of <task>/test.json).
+    ds_source: Literal["world", "file"] = "world"
+    ds_path: str | None = None
+    ds_batch_size: int = Field(8, ge=1)  # generation batch (beam search multiplies memory by 4)
+    ds_max_new_tokens: int = Field(32, ge=1)
+    ds_num_beams: int = Field(4, ge=1)
+
+
+class TrackingConfig(Section):
+    """Where a trial logs (MLflow). ``uri`` null: ``MLFLOW_TRACKING_URI`` or the embedded
+    ``sqlite:///<cwd>/mlflow.db``. ``log_weights``: which weights become run artifacts — the
+    edit deltas and PEFT adapters (small, default), also full fine-tuned checkpoints, or none."""
+
+    experiment: str = "editdecay"
+    uri: str | None = None
+    log_weights: Literal["none", "deltas_adapters", "full"] = "deltas_adapters"
+    curve_edits: int = Field(32, ge=1)  # the decay curve evaluates this fixed subset of the edits
 
 
 class TrialConfig(Section):
@@ -145,6 +269,7 @@ class TrialConfig(Section):
     edit: EditConfig = EditConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     eval: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
     def _edited_layers_need_an_editor(self) -> "TrialConfig":

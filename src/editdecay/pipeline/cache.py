@@ -19,6 +19,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from editdecay import __version__
 from editdecay.config import stable_hash
 from editdecay.io import atomic_directory
 
@@ -32,7 +33,8 @@ class StageCache:
     events: list[dict[str, Any]] = field(default_factory=list)  # {"stage", "key", "hit"} in order
 
     def key(self, stage: str, inputs: Mapping[str, Any]) -> str:
-        return stable_hash({"stage": stage, "inputs": dict(inputs)}, length=16)
+        # The package version is part of every key: a new release never reuses an older build.
+        return stable_hash({"stage": stage, "inputs": dict(inputs), "editdecay": __version__}, length=16)
 
     def path(self, stage: str, key: str) -> Path:
         return Path(self.root) / "stages" / stage / key

@@ -1,0 +1,278 @@
+"""The trial recipe: base model → edit → fine-tune → evaluate → survival, tracked in MLflow.
+
+Reads top to bottom like a torchtune recipe. Four model groups, as in the study:
+
+    base     the model as loaded                     evaluated: ES/PS/NS on the edit set, DS
+    ftonly   base fine-tuned with the trial's setting (the "no edits" comparison for every FT setting)
+    edit     base + edits (KE-only)
+    ft       edited, then fine-tuned (KE→FT), with the decay curve recorded during training
+
+Every stage's output is a content-addressed directory in the stage cache
+(:mod:`editdecay.pipeline.cache`), keyed by exactly what determines it, so trials that share a
+stage (same edits, different fine-tuning) build it once. The trial owns no hidden state: what it
+needs is passed in, what it makes is returned and logged.
+
+Metric names (stable; reports and the MLflow UI key on them): ``<group>.es|ps|ns``,
+``<group>.ds.acc``, ``<group>.ds.<task>`` for group in base/ftonly/edit/ft; ``survival.efr``,
+``survival.decrease``, ``survival.survival``, ``survival.n_successful``, ``survival.n_flipped``,
+``survival.n_recovered``; the decay curve as ``curve.es|ps|ns`` by training step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from editdecay import __version__
+from editdecay.config import TrialConfig, flatten, stable_hash, to_yaml
+from editdecay.data.records import EditRecord, records_to_jsonl
+from editdecay.errors import ConfigError
+from editdecay.io import atomic_write_json, atomic_write_text
+from editdecay.metrics.survival import flip_table, survival
+from editdecay.pipeline.cache import StageCache
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("base", "ftonly", "edit", "ft")
+
+
+@dataclass
+class TrialResult:
+    run_id: str
+    metrics: dict[str, float]
+    stage_keys: dict[str, str]
+    cache_hits: list[str]
+    cache_misses: list[str]
+    per_edit: pd.DataFrame = field(repr=False)
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# The recipe
+
+
+def run_trial(cfg: TrialConfig, *, force: bool = False, parent_run_id: str | None = None,
+              run_name: str | None = None, tags: dict[str, str] | None = None) -> TrialResult:
+    """One trial as one MLflow run (nested under ``parent_run_id`` in a sweep); see :func:`trial_recipe`."""
+    from editdecay.tracking.runs import tracked_run
+
+    run_tags = {"editdecay.config_hash": stable_hash(cfg), "editdecay.version": __version__, **(tags or {})}
+    with tracked_run(cfg.tracking.experiment, run_name or cfg.name, params=flatten(cfg), tags=run_tags,
+                     tracking_uri=cfg.tracking.uri, parent_run_id=parent_run_id) as run:
+        return trial_recipe(cfg, run, force=force)
+
+
+class UntrackedRun:
+    """Stands in for a tracked run where nothing should be logged (the tracking-overhead benchmark)."""
+
+    run_id = ""
+
+    def log_metrics(self, metrics, step=None): pass  # noqa: E704
+    def log_artifact(self, path, artifact_path=None): pass  # noqa: E704
+    def log_text(self, text, artifact_file): pass  # noqa: E704
+    def log_dict(self, data, artifact_file): pass  # noqa: E704
+    def set_tags(self, tags): pass  # noqa: E704
+
+
+def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
+    """base → edit → fine-tune → evaluate → survival, logging into ``run`` (a tracker)."""
+    from editdecay.models import load_model, model_fingerprint, resolve_model_path
+
+    start = time.perf_counter()
+    cache = StageCache(Path(cfg.cache_dir), force=force)
+    run.log_text(to_yaml(cfg), "config.yaml")
+
+    # -- setup: the base model, the edit records, the downstream rows
+    base_dir = resolve_model_path(cfg)
+    model, tokenizer = load_model(cfg.model, base_dir)
+    base_key = model_fingerprint(model)[:16]
+    records = select_records(cfg)
+    records_key = stable_hash([r.to_dict() for r in records], length=16)
+    run.log_text(records_to_jsonl(records), "edits/records.jsonl")
+    keys: dict[str, str] = {"model": base_key, "records": records_key}
+
+    # -- base: evaluate the model as loaded
+    base_eval, keys["eval.base"] = evaluate_stage(cache, cfg, "base", base_key, records, records_key,
+                                                  lambda: (model, tokenizer))
+    del model
+
+    # -- edit (KE-only): deltas + the edited model, then evaluate it
+    edited_dir, edited_key = base_dir, base_key
+    if cfg.edit.method != "none":
+        edit_out, keys["edit"] = cache.get_or_build(
+            "edit", {"model": base_key, "records": records_key, "edit": cfg.edit.model_dump(mode="json")},
+            lambda d: build_edit(cfg, base_dir, records, d))
+        edited_dir, edited_key = edit_out / "model", keys["edit"]
+        edit_eval, keys["eval.edit"] = evaluate_stage(cache, cfg, "edit", edited_key, records, records_key,
+                                                      lambda: load_model(cfg.model, edited_dir))
+        edit_info = json.loads((edit_out / "edit.json").read_text())
+        edited_layers = edit_info["layers"]
+        run.log_metrics({f"edit.seconds.{k}": v for k, v in edit_info["timings"].items()})
+        if cfg.tracking.log_weights != "none":
+            run.log_artifact(edit_out / "deltas.safetensors", "edit")
+    else:
+        edit_eval, edited_layers = None, None
+
+    # -- fine-tune: FT-only (base) and KE→FT (edited), each then evaluated
+    ftonly_eval = ft_eval = None
+    curve: list[dict[str, float]] = []
+    if cfg.finetune.method != "none":
+        # The edited layers determine the FT stage only when the layer selection refers to them.
+        selects_edited = cfg.finetune.layers in ("edited", "non_edited")
+        ft_inputs = {"finetune": cfg.finetune.model_dump(mode="json"), "seed": cfg.seed,
+                     "world": cfg.world.model_dump(mode="json"),
+                     "edited_layers": edited_layers if selects_edited else None}
+        ftonly_out, keys["finetune.ftonly"] = cache.get_or_build(
+            "finetune", {**ft_inputs, "model": base_key},
+            lambda d: build_finetune(cfg, base_dir, d, None, edited_layers))
+        ftonly_eval, keys["eval.ftonly"] = evaluate_stage(cache, cfg, "ftonly", keys["finetune.ftonly"], records,
+                                                          records_key, lambda: load_ft(ftonly_out, base_dir))
+        if cfg.edit.method != "none":
+            curve_records = records[: cfg.tracking.curve_edits]
+            ft_out, keys["finetune.ft"] = cache.get_or_build(
+                "finetune", {**ft_inputs, "model": edited_key, "curve": [records_key, cfg.tracking.curve_edits]},
+                lambda d: build_finetune(cfg, edited_dir, d, curve_records, edited_layers))
+            ft_eval, keys["eval.ft"] = evaluate_stage(cache, cfg, "ft", keys["finetune.ft"], records, records_key,
+                                                      lambda: load_ft(ft_out, edited_dir))
+            curve_file = ft_out / "decay_curve.json"
+            curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
+            log_finetune_artifacts(run, cfg, ft_out, "finetune/ft")
+        log_finetune_artifacts(run, cfg, ftonly_out, "finetune/ftonly")
+
+    # -- survival and logging
+    evals = {"base": base_eval, "edit": edit_eval, "ftonly": ftonly_eval, "ft": ft_eval}
+    metrics: dict[str, float] = {}
+    for group, ev in evals.items():
+        if ev is not None:
+            metrics.update({f"{group}.{k}": v for k, v in ev["metrics"].items()})
+            run.log_artifact(ev["dir"] / "ds_predictions.json", f"ds/{group}")  # DS answers, to read them
+    per_edit = per_edit_table(evals)
+    if edit_eval is not None and ft_eval is not None:
+        edited_ok = edit_eval["per_edit"]["es"] >= 1.0 - 1e-9  # zsRE: every target token right
+        ft_ok = ft_eval["per_edit"].set_index("case_id").loc[edit_eval["per_edit"]["case_id"], "es"] >= 1.0 - 1e-9
+        metrics.update(survival(edited_ok.tolist(), ft_ok.tolist()).as_metrics())
+        flips = flip_table(edit_eval["per_edit"], ft_eval["per_edit"])
+        per_edit = per_edit.merge(flips[["case_id", "flipped"]], on="case_id", how="left")
+    run.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
+    for row in curve:
+        run.log_metrics({f"curve.{k}": v for k, v in row.items() if k in ("es", "ps", "ns")}, step=int(row["step"]))
+    run.log_text(per_edit.to_csv(index=False), "results/per_edit.csv")
+    run.log_dict(metrics, "results/metrics.json")
+    run.set_tags({"editdecay.stage_keys": json.dumps(keys, sort_keys=True),
+                  "editdecay.cache_hits": ",".join(cache.hits), "editdecay.cache_misses": ",".join(cache.misses)})
+    seconds = time.perf_counter() - start
+    run.log_metrics({"trial.seconds": seconds})
+    return TrialResult(run.run_id, metrics, keys, cache.hits, cache.misses, per_edit, seconds)
+
+
+# ------------------------------------------------------------------------------------------------
+# Stages: each builds into a directory the cache hands it, and touches nothing else
+
+
+def select_records(cfg: TrialConfig) -> list[EditRecord]:
+    from editdecay.data.edits import load_edit_dataset
+
+    records = load_edit_dataset(cfg)
+    if cfg.edit.num_edits > len(records):
+        raise ConfigError(f"edit.num_edits={cfg.edit.num_edits} but the edit dataset has only {len(records)} records; "
+                          "lower edit.num_edits or use a larger dataset")
+    return records[: cfg.edit.num_edits]
+
+
+def build_edit(cfg: TrialConfig, base_dir: str | Path, records: list[EditRecord], out: Path) -> None:
+    from editdecay.editing.hparams import resolve_hparams
+    from editdecay.editing.registry import get_editor, run_edits
+    from editdecay.editing.stats import second_moments
+    from editdecay.models import load_model
+
+    model, tokenizer = load_model(cfg.model, base_dir)
+    hp = resolve_hparams(model, cfg.edit)
+    moments = second_moments(model, tokenizer, cfg, list(hp.layers), progress=False)
+    result = run_edits(get_editor(cfg.edit.method, hp), model, tokenizer, records, moments, cfg.edit.chunk_size)
+    result.deltas.save(out / "deltas.safetensors")
+    model.save_pretrained(out / "model", safe_serialization=True)  # what fine-tuning starts from
+    tokenizer.save_pretrained(out / "model")
+    atomic_write_json(out / "edit.json", {"method": cfg.edit.method, "layers": list(hp.layers), "n_edits": result.n_edits,
+                                          "timings": result.timings, "norms": result.norms})
+
+
+def build_finetune(cfg: TrialConfig, model_dir: str | Path, out: Path, curve_records: list[EditRecord] | None,
+                   edited_layers: list[int] | None) -> None:
+    from editdecay.finetune.run import finetune
+
+    evaluate_fn = None
+    if curve_records and cfg.finetune.curve_every:
+        from editdecay.metrics.edit import evaluate_edits
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # The decay curve: ES/PS/NS of a fixed subset of the edits, every finetune.curve_every steps.
+        evaluate_fn = lambda m: evaluate_edits(m, tokenizer, curve_records, cfg.eval.batch_size).summary  # noqa: E731
+    result = finetune(cfg, model_dir, out / "run", evaluate_fn=evaluate_fn, edited_layers=edited_layers)
+    atomic_write_json(out / "decay_curve.json", result.curve)
+    atomic_write_json(out / "finetune.json", result.to_dict())
+
+
+def load_ft(out: Path, base_dir: str | Path):
+    from editdecay.finetune.run import load_finetuned
+
+    return load_finetuned(out / "run", base_dir)
+
+
+def evaluate_stage(cache: StageCache, cfg: TrialConfig, group: str, model_key: str, records: list[EditRecord],
+                   records_key: str, load) -> tuple[dict[str, Any], str]:
+    """ES/PS/NS per edit and DS for one model group; cached by (model, records, eval config)."""
+
+    def build(out: Path) -> None:
+        from editdecay.finetune.data import resolve_template
+        from editdecay.metrics.downstream import evaluate_downstream, load_ds_rows
+        from editdecay.metrics.edit import evaluate_edits
+
+        model, tokenizer = load()
+        edits = evaluate_edits(model, tokenizer, records, cfg.eval.batch_size)
+        template = resolve_template(cfg.finetune.data.template, model.config.model_type)
+        ds = evaluate_downstream(model, tokenizer, load_ds_rows(cfg.eval, cfg.world), template, cfg.eval.ds_mode,
+                                 cfg.eval.ds_batch_size)
+        edits.per_edit.to_parquet(out / "per_edit.parquet", index=False)
+        atomic_write_json(out / "metrics.json", {**edits.summary, **ds.metrics("ds")})
+        atomic_write_json(out / "ds_predictions.json", ds.predictions)
+
+    inputs = {"model": model_key, "records": records_key, "eval": cfg.eval.model_dump(mode="json"),
+              "world": cfg.world.model_dump(mode="json"), "template": cfg.finetune.data.template}
+    out, key = cache.get_or_build("eval", inputs, build)
+    return {"metrics": json.loads((out / "metrics.json").read_text()),
+            "per_edit": pd.read_parquet(out / "per_edit.parquet"), "dir": out}, key
+
+
+def per_edit_table(evals: dict[str, dict[str, Any] | None]) -> pd.DataFrame:
+    """One row per edit: ES/PS/NS of every group side by side (``es_base``, ``es_edit``, …)."""
+    table: pd.DataFrame | None = None
+    for group in GROUPS:
+        ev = evals.get(group)
+        if ev is None:
+            continue
+        part = ev["per_edit"][["case_id", "es", "ps", "ns"]].rename(columns={m: f"{m}_{group}" for m in ("es", "ps", "ns")})
+        if table is None:
+            table = ev["per_edit"][["case_id", "subject", "target_new", "target_true"]].merge(part, on="case_id")
+        else:
+            table = table.merge(part, on="case_id", how="left")
+    assert table is not None
+    return table
+
+
+def log_finetune_artifacts(run, cfg: TrialConfig, out: Path, path: str) -> None:
+    info = json.loads((out / "finetune.json").read_text())
+    run.log_metrics({f"{path.split('/')[-1]}.train.{k}": float(v) for k, v in info["metrics"].items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    if cfg.tracking.log_weights == "none":
+        return
+    model_path = out / "run" / Path(info["model_path"]).name  # recorded inside the temporary build dir
+    if model_path.name == "adapter" or cfg.tracking.log_weights == "full":
+        run.log_artifact(model_path, f"{path}/{model_path.name}")

@@ -1,0 +1,97 @@
+"""The tracked trial end to end on the toy model, against a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from editdecay.config import load_config
+from editdecay.pipeline.trial import run_trial
+
+from conftest import REPO, TEST_CACHE
+
+# Small but real: 20 edits, a short LoRA run with the decay curve, DS on a subset.
+TRIAL = ["edit.num_edits=20", "finetune.max_steps=12", "finetune.curve_every=4", "eval.ds_max_examples=40",
+         "tracking.curve_edits=10"]
+
+
+def test_trial_logs_everything_and_second_run_reuses_every_stage(mlflow_server, tmp_path, toy_model_dir):
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [f"cache_dir={TEST_CACHE}", *TRIAL, f"tracking.uri={mlflow_server}",
+                                                       "tracking.experiment=trials"])
+    first = run_trial(cfg, force=False)
+    m = first.metrics
+    # The edits took (MEMIT at 20 edits on the tiny model: ES 0.85, measured; the editing goals are
+    # tested at 100 edits in test_editing_goals.py) and the four groups were all evaluated.
+    assert m["base.es"] < 0.3 and m["edit.es"] >= 0.75
+    for group in ("base", "ftonly", "edit", "ft"):
+        assert 0.0 <= m[f"{group}.ds.acc"] <= 1.0 and f"{group}.ns" in m
+    assert 0.0 <= m["survival.efr"] <= 1.0 and m["survival.survival"] == pytest.approx(1 - m["survival.efr"])
+
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["edit.method"] == "memit" and run.data.params["finetune.method"] == "lora"
+    assert run.data.metrics["edit.es"] == pytest.approx(m["edit.es"])
+    assert json.loads(run.data.tags["editdecay.stage_keys"]) == first.stage_keys
+    curve = client.get_metric_history(first.run_id, "curve.es")
+    assert [c.step for c in curve] == sorted(c.step for c in curve) and len(curve) >= 3
+    mlflow.set_tracking_uri(mlflow_server)
+    found = mlflow.search_runs(experiment_names=["trials"], filter_string="metrics.`survival.efr` >= 0")
+    assert first.run_id in set(found["run_id"])
+    # Artifacts reload: the per-edit table, the records, the deltas.
+    dl = mlflow.artifacts.download_artifacts(run_id=first.run_id, dst_path=str(tmp_path / "dl"), tracking_uri=mlflow_server)
+    table = pd.read_csv(os.path.join(dl, "results", "per_edit.csv"))
+    assert len(table) == 20 and {"es_base", "es_edit", "es_ft", "flipped"} <= set(table.columns)
+    assert sum(1 for _ in open(os.path.join(dl, "edits", "records.jsonl"))) == 20
+    from editdecay.editing.deltas import EditDeltas
+
+    assert EditDeltas.load(os.path.join(dl, "edit", "deltas.safetensors")).norms()
+    assert os.path.isfile(os.path.join(dl, "finetune", "ft", "adapter", "adapter_config.json"))
+
+    second = run_trial(cfg)
+    assert second.cache_misses == [] and len(second.cache_hits) == len(first.cache_hits) + len(first.cache_misses)
+    assert second.metrics["survival.efr"] == m["survival.efr"] and second.run_id != first.run_id
+
+
+def test_injected_fault_in_finetuning_ends_failed(tmp_path, mlflow_server, toy_model_dir):
+    broken = tmp_path / "ft.jsonl"
+    broken.write_text(json.dumps({"instruction": "say hi", "input": ""}) + "\n")  # no "output": fails inside FT
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [
+        f"cache_dir={TEST_CACHE}", *TRIAL, f"tracking.uri={mlflow_server}", "tracking.experiment=faults",
+        "finetune.data.source=file", f"finetune.data.path={broken}"])
+    from editdecay.errors import EditDecayError
+
+    with pytest.raises(EditDecayError):
+        run_trial(cfg)
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("faults")
+    runs = client.search_runs([exp.experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    text = mlflow.artifacts.load_text(f"runs:/{runs[0].info.run_id}/error/traceback.txt")
+    assert "Traceback" in text and "output" in text
+
+
+def test_mlflow_run_trial_entry_point_with_embedded_store(tmp_path, toy_model_dir):
+    """`mlflow run . -e trial --env-manager local` end to end, into the embedded sqlite default."""
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    overrides = " ".join([f"cache_dir={TEST_CACHE}", *TRIAL, "edit.method=alphaedit", "finetune.method=dora",
+                          f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"])
+    out = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "trial", "--env-manager", "local",
+         "-P", f"config={REPO / 'configs' / 'tiny.yaml'}", "-P", f"overrides={overrides}"],
+        capture_output=True, text=True, cwd=tmp_path, env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "survival" in out.stdout and "ES" in out.stdout
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("editdecay").experiment_id],
+                              filter_string="params.`edit.method` = 'alphaedit'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and "survival.efr" in runs[0].data.metrics
