@@ -95,3 +95,17 @@ def test_server_refuses_unwritable_root(tmp_path):
     blocker.write_text("x")
     with pytest.raises(EditDecayError):
         start_server(blocker / "sub", port=free_port())
+
+
+def test_unwritable_embedded_artifact_root_is_refused_before_the_run(tmp_path):
+    """The experiment's artifact root is a file, not a directory: one line, and no run is created."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    client = MlflowClient(uri)
+    client.create_experiment("blocked", artifact_location=str(blocker / "artifacts"))
+    with pytest.raises(TrackingError, match="not writable"):
+        with tracked_run("blocked", "x", tracking_uri=uri):
+            pass
+    exp = client.get_experiment_by_name("blocked")
+    assert client.search_runs([exp.experiment_id]) == []
