@@ -95,3 +95,18 @@ def test_mlflow_run_trial_entry_point_with_embedded_store(tmp_path, toy_model_di
     runs = client.search_runs([client.get_experiment_by_name("editdecay").experiment_id],
                               filter_string="params.`edit.method` = 'alphaedit'")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED" and "survival.efr" in runs[0].data.metrics
+
+
+def test_evaluate_command_writes_metrics_whole(tmp_path, toy_model_dir, capsys):
+    from editdecay.cli import main
+
+    out = tmp_path / "eval"
+    args = [str(REPO / "configs" / "tiny.yaml"), f"cache_dir={TEST_CACHE}", "edit.num_edits=10", "eval.ds_max_examples=20"]
+    assert main(["evaluate", *args, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"es", "ps", "ns", "ds.acc"} <= set(metrics) and metrics["es"] < 0.3 and metrics["ns"] > 0.7
+    assert len(pd.read_parquet(out / "per_edit.parquet")) == 10
+    assert [p.name for p in tmp_path.iterdir()] == ["eval"]  # no temporary directory left behind
+    # A bad key: one line, exit 2, nothing written.
+    assert main(["evaluate", *args, "eval.ds_mode=guess", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists() and "eval.ds_mode" in capsys.readouterr().err
