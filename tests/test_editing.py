@@ -127,6 +127,23 @@ def test_edit_changes_the_intended_weight_in_the_intended_orientation(arch, toy_
     assert delta.abs().max() > 0
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_frozen_prefix_gives_the_reference_z_and_restores_the_blocks(arch, toy_world, toy_records):
+    """Computing the blocks up to the z layer once (ours) equals recomputing them every step (the reference)."""
+    from editdecay.editing.memit import compute_zs, context_templates
+    from editdecay.world.toy import build_tokenizer
+
+    tok = build_tokenizer(toy_world)
+    model = _random_model(arch, len(tok))
+    blocks = list(model.get_submodule(_prefix(arch)))
+    hp = EditHparams(layers=(1,), v_num_grad_steps=4, n_context_templates=2, context_template_length=3)
+    templates = context_templates(model, tok, hp.n_context_templates, hp.context_template_length)
+    ours, _ = compute_zs(model, tok, toy_records[:6], hp, templates)
+    reference, _ = compute_zs(model, tok, toy_records[:6], dataclasses.replace(hp, reuse_prefix=False), templates)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    assert list(model.get_submodule(_prefix(arch))) == blocks  # the real blocks are back in place
+
+
 def _prefix(arch: str) -> str:
     return "transformer.h" if arch == "gpt2" else "model.layers"
 

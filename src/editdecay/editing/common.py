@@ -114,3 +114,53 @@ def check_finite(t: torch.Tensor, what: str) -> None:
         bad = int((~torch.isfinite(t)).sum())
         raise EditError(f"{what} has {bad} non-finite value(s) (NaN/inf); nothing was written — check the model "
                         "weights, the layer statistics, and lower edit.v_lr or raise edit.mom2_weight")
+
+
+class _Replay(torch.nn.Module):
+    """Stands in for a transformer block whose output cannot change: returns ``output`` as recorded,
+    or (``output is None``) passes its input hidden state through in the block's output type."""
+
+    def __init__(self, output, tuple_rest: tuple | None):
+        super().__init__()
+        self.output = output
+        self.tuple_rest = tuple_rest  # a tuple-returning block's other outputs (None: it returns a tensor)
+
+    def forward(self, *args, **kwargs):
+        if self.output is not None:
+            return self.output
+        hidden = args[0] if args else kwargs["hidden_states"]
+        return hidden if self.tuple_rest is None else (hidden, *self.tuple_rest)
+
+
+@contextmanager
+def frozen_prefix(model: torch.nn.Module, block_paths: list[str], run_once: Callable[[], None]) -> Iterator[None]:
+    """Blocks ``block_paths[:-1]`` and ``block_paths[-1]`` (the block whose output δ is added to)
+    do not depend on δ: run the model once (``run_once``) recording the last one's output, then
+    replace the earlier blocks by pass-throughs and the last by a replay of its output, so every z
+    step computes only the blocks after it. The reference recomputes them every step; the result is
+    the same (tests compare both), the work per step falls by the prefix's share of the layers.
+    Hooks registered on the last block's module must be registered on ``model`` after entering."""
+    from editdecay.arch import get_module
+
+    recorded: dict[str, object] = {}
+
+    def record(_module, _args, output):
+        recorded["out"] = output.detach() if torch.is_tensor(output) else tuple(
+            o.detach() if torch.is_tensor(o) else o for o in output)
+
+    last = get_module(model, block_paths[-1])
+    with torch.no_grad(), hooks([last.register_forward_hook(record)]):
+        run_once()
+    out = recorded["out"]
+    rest = None if torch.is_tensor(out) else tuple(out[1:])
+    swapped: list[tuple[torch.nn.ModuleList, int, torch.nn.Module]] = []
+    try:
+        for i, path in enumerate(block_paths):
+            parent_path, index = path.rsplit(".", 1)
+            parent = get_module(model, parent_path)
+            swapped.append((parent, int(index), parent[int(index)]))
+            parent[int(index)] = _Replay(out if i == len(block_paths) - 1 else None, rest)
+        yield
+    finally:
+        for parent, index, module in reversed(swapped):
+            parent[index] = module

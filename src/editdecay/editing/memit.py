@@ -25,6 +25,7 @@ For a batch of requests (subject s, prompt p, new target o*):
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -39,6 +40,7 @@ from editdecay.editing.common import (
     check_finite,
     encode,
     fill,
+    frozen_prefix,
     hidden_of,
     hooks,
     model_device,
@@ -220,7 +222,6 @@ def _optimise_z(model, tokenizer, records: Sequence[EditRecord], hp: EditHparams
     b = _z_batch(tokenizer, records, templates, device, hp.fact_token)
     n = len(records)
     z_layer = max(hp.layers)
-    block = get_module(model, spec.block_path(z_layer))
     body = model.base_model  # the transformer without the LM head (final norm included)
     head = get_module(model, spec.lm_head)
     d_model = mlp_out_dims(model, z_layer)[1]
@@ -236,35 +237,47 @@ def _optimise_z(model, tokenizer, records: Sequence[EditRecord], hp: EditHparams
         h = h.index_put((torch.arange(len(b.owner), device=device), b.lookup), delta[b.owner].to(h.dtype), accumulate=True)
         return replace_hidden(output, h)
 
-    loss_req = torch.zeros(n, device=device)
-    with hooks([block.register_forward_hook(add_delta)]):
-        for it in range(hp.v_num_grad_steps):
-            opt.zero_grad(set_to_none=True)
-            hidden = body(input_ids=b.ids, attention_mask=b.mask, use_cache=False).last_hidden_state
-            # LM head only where a loss is read: target positions and the KL prompts' subject token.
-            tgt_logp = torch.log_softmax(head(hidden[b.tgt_rows, b.tgt_pos]).float(), -1)
-            nll_tok = -tgt_logp.gather(1, b.tgt_tok[:, None]).squeeze(1) * b.tgt_weight
-            nll = torch.zeros(n, device=device).index_add(0, b.owner[b.tgt_rows], nll_tok)
-            kl_logp = torch.log_softmax(head(hidden[b.kl_rows, b.lookup[b.kl_rows]]).float(), -1)
-            if "kl_init" not in state:
-                state["kl_init"] = kl_logp.detach()
-            kl = (kl_logp.exp() * (kl_logp - state["kl_init"])).sum(-1)  # KL(now ‖ start), as the reference
-            z_init = state["z_init"]
-            wd = hp.v_weight_decay * delta.norm(dim=1) / z_init.norm(dim=1) ** 2
-            loss_req = nll + hp.kl_factor * kl + wd
-            active &= loss_req.detach() >= EARLY_STOP_LOSS  # a request that reached the goal stops here
-            if it == hp.v_num_grad_steps - 1 or not active.any():
-                break
-            (loss_req * active).sum().backward()
-            before = delta.detach().clone()
-            opt.step()
-            with torch.no_grad():
-                delta[~active] = before[~active]
-                max_norm = hp.clamp_norm_factor * z_init.norm(dim=1)
-                norm = delta.norm(dim=1)
-                delta.mul_(torch.where(norm > max_norm, max_norm / norm.clamp_min(1e-12), torch.ones_like(norm))[:, None])
+    def forward() -> torch.Tensor:
+        return body(input_ids=b.ids, attention_mask=b.mask, use_cache=False).last_hidden_state
+
+    prefix = [spec.block_path(i) for i in range(z_layer + 1)]  # their outputs do not depend on δ
+    with frozen_prefix(model, prefix, forward) if hp.reuse_prefix else nullcontext():
+        block = get_module(model, spec.block_path(z_layer))  # (its replay, when the prefix is frozen)
+        with hooks([block.register_forward_hook(add_delta)]):
+            loss_req = _z_steps(forward, b, head, delta, opt, state, active, hp, n, device)
     delta = delta.detach()
     return state["z_init"] + delta, delta.norm(dim=1), loss_req.detach()
+
+
+def _z_steps(forward, b, head, delta, opt, state, active, hp: EditHparams, n: int, device) -> torch.Tensor:
+    """The optimisation of δ: NLL of the targets + KL on the "{subject} is a" prompts + weight decay."""
+    loss_req = torch.zeros(n, device=device)
+    for it in range(hp.v_num_grad_steps):
+        opt.zero_grad(set_to_none=True)
+        hidden = forward()
+        # LM head only where a loss is read: target positions and the KL prompts' subject token.
+        tgt_logp = torch.log_softmax(head(hidden[b.tgt_rows, b.tgt_pos]).float(), -1)
+        nll_tok = -tgt_logp.gather(1, b.tgt_tok[:, None]).squeeze(1) * b.tgt_weight
+        nll = torch.zeros(n, device=device).index_add(0, b.owner[b.tgt_rows], nll_tok)
+        kl_logp = torch.log_softmax(head(hidden[b.kl_rows, b.lookup[b.kl_rows]]).float(), -1)
+        if "kl_init" not in state:
+            state["kl_init"] = kl_logp.detach()
+        kl = (kl_logp.exp() * (kl_logp - state["kl_init"])).sum(-1)  # KL(now ‖ start), as the reference
+        z_init = state["z_init"]
+        wd = hp.v_weight_decay * delta.norm(dim=1) / z_init.norm(dim=1) ** 2
+        loss_req = nll + hp.kl_factor * kl + wd
+        active &= loss_req.detach() >= EARLY_STOP_LOSS  # a request that reached the goal stops here
+        if it == hp.v_num_grad_steps - 1 or not active.any():
+            break
+        (loss_req * active).sum().backward()
+        before = delta.detach().clone()
+        opt.step()
+        with torch.no_grad():
+            delta[~active] = before[~active]
+            max_norm = hp.clamp_norm_factor * z_init.norm(dim=1)
+            norm = delta.norm(dim=1)
+            delta.mul_(torch.where(norm > max_norm, max_norm / norm.clamp_min(1e-12), torch.ones_like(norm))[:, None])
+    return loss_req
 
 
 # --------------------------------------------------------------------------------------------
