@@ -226,6 +226,29 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Expand a sweep file into trials and run them with Ray Tune (or just print them: --dry-run)."""
+    from editdecay.sweep.grid import load_sweep, trial_table
+
+    sweep = load_sweep(args.file, tracking_uri=args.tracking_uri)
+    if args.dry_run:  # no Ray, no MLflow, no files: the grid as it would run
+        print(f"sweep '{sweep.name}' ({args.file}): {len(sweep.trials)} trials, grid hash {sweep.grid_hash()}, "
+              f"resources per trial {sweep.spec.resources.model_dump()}")
+        print(trial_table(sweep))
+        print(f"{len(sweep.trials)} trials")
+        return 0
+    from editdecay.sweep.runner import run_sweep, summary_table, where_to_look, write_summary
+
+    outcome = run_sweep(sweep, storage=args.storage, address=args.address, resume=args.resume, fresh=args.fresh,
+                        max_concurrent=args.max_concurrent, connect_timeout=args.connect_timeout)
+    print(summary_table(outcome, sweep))
+    write_summary(outcome, sweep, Path(args.storage).resolve() / sweep.name)
+    print(f"{len(sweep.trials) - outcome.n_failed} of {len(sweep.trials)} trials finished"
+          + (f", {outcome.n_failed} failed (--resume re-runs them)" if outcome.n_failed else ""))
+    print(where_to_look(outcome))
+    return 1 if outcome.n_failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="editdecay", description="Do knowledge edits survive fine-tuning?")
     parser.add_argument("--version", action="version", version=f"editdecay {__version__}")
@@ -253,6 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("trial", cmd_trial, "run one tracked trial (base, FT-only, KE-only, KE->FT) and log it to MLflow")
     p.add_argument("--force", action="store_true", help="recompute every stage instead of reusing the stage cache")
     add("config", cmd_config, "validate a config and print it resolved, with its hash")
+    p = sub.add_parser("sweep", help="run a sweep file's grid of trials with Ray Tune, tracked in MLflow",
+                       description="run a sweep file's grid of trials with Ray Tune, tracked in MLflow")
+    p.add_argument("file", help="sweep YAML (sweeps/*.yaml)")
+    p.add_argument("--dry-run", action="store_true", help="print the expanded trial table and its size; start nothing")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep (same --storage)")
+    p.add_argument("--fresh", action="store_true", help="discard this sweep's saved state and start over")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--storage", default="sweep-results", help="directory for Tune's state and the sweep summary")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for every trial (default: the config's)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="override the sweep file's max_concurrent_trials")
+    p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for a Ray cluster address")
+    p.set_defaults(func=cmd_sweep)
     p = add("data", cmd_data, "load the configured edit dataset and summarise it")
     p.add_argument("--show", type=int, default=2, help="records to print")
     p = add("world", cmd_world, "export the fact world's datasets to a directory")

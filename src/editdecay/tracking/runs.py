@@ -75,6 +75,24 @@ def get_experiment_id(client: MlflowClient, name: str) -> str:
     return exp.experiment_id
 
 
+def check_artifact_root(client: MlflowClient, experiment_id: str) -> None:
+    """A local artifact root must be writable before the trial computes anything it would lose."""
+    location = client.get_experiment(experiment_id).artifact_location
+    if location.startswith("file://"):
+        location = location[len("file://"):]
+    elif "://" in location:  # mlflow-artifacts:, s3:, …: the server or the store checks it
+        return
+    root = Path(location)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise TrackingError(f"artifact root {root} of experiment {experiment_id} is not writable ({err.strerror}); "
+                            "fix its permissions or use another tracking.experiment / tracking.uri") from None
+
+
 def environment_tags() -> dict[str, str]:
     tags = {"editdecay.host": platform.node(), "editdecay.python": platform.python_version()}
     for pkg in PACKAGES:
@@ -142,6 +160,7 @@ def tracked_run(experiment: str, run_name: str, *, params: Mapping[str, Any] | N
     check_reachable(uri)
     client = MlflowClient(tracking_uri=uri)
     experiment_id = get_experiment_id(client, experiment)
+    check_artifact_root(client, experiment_id)
     all_tags = {**environment_tags(), **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
@@ -167,3 +186,94 @@ def tracked_run(experiment: str, run_name: str, *, params: Mapping[str, Any] | N
         raise
     finally:
         client.set_terminated(tracker.run_id, status=status)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sweeps: find trial runs by tag, clean up after a killed sweep, reopen the sweep's parent run
+
+
+@dataclass
+class RunInfo:
+    """What the sweep runner needs to know about one run, without handing out MLflow objects."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+    start_time: int
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def search_runs_by_tags(tracking_uri: str, experiment: str, tags: Mapping[str, str],
+                        statuses: tuple[str, ...] = ()) -> list[RunInfo]:
+    """Runs of ``experiment`` carrying every tag in ``tags`` (and one of ``statuses`` if given), oldest first."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    filters = [f"tags.`{k}` = {_quote(str(v))}" for k, v in tags.items()]
+    runs: list[RunInfo] = []
+    token = None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string=" and ".join(filters), max_results=1000,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        for r in page:
+            if statuses and r.info.status not in statuses:
+                continue
+            runs.append(RunInfo(r.info.run_id, r.info.status, dict(r.data.tags), dict(r.data.params),
+                                dict(r.data.metrics), r.info.start_time or 0))
+        token = page.token
+        if not token:
+            return runs
+
+
+def mark_runs_terminated(tracking_uri: str, run_ids: list[str], status: str = "KILLED", reason: str = "") -> None:
+    """End runs left RUNNING by a process that died (SIGKILL, node loss): they will never end themselves."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    for run_id in run_ids:
+        if reason:
+            client.set_tag(run_id, "editdecay.end_reason", reason)
+        client.set_terminated(run_id, status=status)
+
+
+def ensure_experiment(tracking_uri: str, experiment: str) -> str:
+    """Create the experiment (and the store's schema) once, from one process, before trials start:
+    measured on sqlite, concurrent first use of a fresh store races on schema creation."""
+    check_reachable(tracking_uri)
+    return get_experiment_id(MlflowClient(tracking_uri=tracking_uri), experiment)
+
+
+@contextmanager
+def reopened_run(run_id: str, tracking_uri: str) -> Iterator[Tracker]:
+    """Mark an ended (or stale RUNNING) run RUNNING again, yield it, and end it like ``tracked_run``.
+
+    Used on ``--resume``: the sweep keeps one parent run across restarts, so its trials stay nested
+    under it in the UI.
+    """
+    check_reachable(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        raise TrackingError(f"cannot reopen run {run_id} at {tracking_uri}: {str(err).splitlines()[0]}") from None
+    client.update_run(run_id, status="RUNNING")
+    tracker = Tracker(client, run_id, run.info.experiment_id)
+    status = "FINISHED"
+    try:
+        yield tracker
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        try:
+            tracker.log_text(traceback.format_exc(), "error/traceback.txt")
+        except Exception:
+            pass
+        raise
+    finally:
+        client.set_terminated(run_id, status=status)
