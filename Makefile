@@ -17,11 +17,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The offline default: build (or reuse) the toy model, then run the smoke sweep (20 tracked trials)
+# into the embedded MLflow store ./mlflow.db. --fresh: a rerun starts a new sweep (stages cached).
 main: setup
 	$(BIN)/editdecay prepare configs/toy.yaml
+	$(BIN)/editdecay sweep sweeps/smoke.yaml --fresh
 
 test: setup
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) .cache .pytest_cache sweep-results mlflow.db mlruns
