@@ -349,3 +349,25 @@ def test_bad_dataset_cli(tiny_cfg, toy_model_dir, tmp_path, capsys):
     err = _error_lines(capsys.readouterr().err)
     assert code == 2 and len(err) == 1 and "lacks field(s) output" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]
+
+
+@pytest.mark.slow
+def test_trial_finetuning_on_two_ranks_via_the_launcher(tiny_cfg, toy_model_dir, tmp_path):
+    """finetune.num_processes=2: what a sweep trial holding 2 GPUs runs (here 2 CPU ranks over gloo)."""
+    from editdecay.config import load_config
+    from editdecay.finetune.launch import finetune_multiprocess
+
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [
+        f"cache_dir={tiny_cfg.cache_dir}", "finetune.method=full", "finetune.deepspeed=zero2", "finetune.num_processes=2",
+        "finetune.layers=edited", "finetune.max_steps=2", "finetune.batch_size=8", "finetune.micro_batch_size=4",
+        "finetune.save_strategy=none"])
+    result = finetune_multiprocess(cfg, toy_model_dir, tmp_path / "ft", edited_layers=[1], timeout=300)
+    assert result.metrics["steps"] == 2 and result.metrics["recipe"]["grad_accum"] == 1  # 8 = 4 x 2 ranks
+    assert result.layers == [1] and (result.model_path / "model.safetensors").is_file()
+    # A failing launch is one line naming the log, and leaves no output directory.
+    bad = cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"deepspeed": str(tmp_path / "none.json")})})
+    from editdecay.errors import EditDecayError
+
+    with pytest.raises(EditDecayError, match="finetune on 2 processes failed"):
+        finetune_multiprocess(bad, toy_model_dir, tmp_path / "ft_bad", timeout=300)
+    assert not (tmp_path / "ft_bad").exists()

@@ -229,6 +229,9 @@ class FinetuneConfig(Section):
     keep_checkpoints: bool = False  # keep the Trainer checkpoints in the output dir
     resume: bool = True  # resume from the last checkpoint of an interrupted run into the same out dir
     curve_every: int | None = Field(None, ge=1)  # decay curve: evaluate the edits every k steps
+    # Data-parallel ranks for a trial's fine-tuning (torchrun on the trial's node, one per GPU it
+    # reserved; gloo on CPU). >1 records no decay curve (finetune/launch.py).
+    num_processes: int = Field(1, ge=1)
     data: FinetuneDataConfig = FinetuneDataConfig()
 
 

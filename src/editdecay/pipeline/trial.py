@@ -207,6 +207,16 @@ def build_finetune(cfg: TrialConfig, model_dir: str | Path, out: Path, curve_rec
                    edited_layers: list[int] | None) -> None:
     from editdecay.finetune.run import finetune
 
+    if cfg.finetune.num_processes > 1:  # data-parallel ranks under torchrun (no decay curve)
+        from editdecay.finetune.launch import finetune_multiprocess
+
+        if curve_records and cfg.finetune.curve_every:
+            log.warning("finetune.num_processes=%d: the decay curve is recorded only by single-process runs",
+                        cfg.finetune.num_processes)
+        result = finetune_multiprocess(cfg, model_dir, out / "run", edited_layers)
+        atomic_write_json(out / "decay_curve.json", [])
+        atomic_write_json(out / "finetune.json", result.to_dict())
+        return
     evaluate_fn = None
     if curve_records and cfg.finetune.curve_every:
         from editdecay.metrics.edit import evaluate_edits
