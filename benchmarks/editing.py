@@ -57,7 +57,7 @@ def bench_edits(model, tok, records, counts, loop_counts, steps: int) -> None:
     moments = {layer: s / C.count for layer, s in C.sums.items()}
     templates = context_templates(model, tok, hp.n_context_templates, hp.context_template_length)
     print(f"\n## Edits per second (MEMIT, {steps} z steps, layers {list(hp.layers)}, {len(templates)} templates)")
-    print("ours: all requests in one forward/backward, blocks up to the z layer computed once;")
+    print(f"ours: up to {hp.z_batch_size} requests per forward/backward, blocks up to the z layer computed once;")
     print("reference design: one request per forward/backward, the whole model every step")
     print(f"{'edits':>6} {'ours z s':>12} {'reference z s':>10} {'z speedup':>10} {'full edit s':>12} {'edits/s':>9}")
     for n in counts:

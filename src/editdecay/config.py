@@ -149,7 +149,7 @@ class EditConfig(Section):
     context_template_length: int | None = Field(None, ge=1)
     # Where keys are read and δ is added: the subject's last token (MEMIT) or the prompt's last.
     fact_token: Literal["subject_last", "last"] | None = None
-    # Requests per z forward/backward (None: all at once).
+    # Requests per z forward/backward (None: the table's default, 128).
     z_batch_size: int | None = Field(None, ge=1)
     # AlphaEdit (Fang et al. 2025): null-space threshold on C's eigenvalues, and the L2 weight α.
     nullspace_threshold: float | None = Field(None, gt=0)

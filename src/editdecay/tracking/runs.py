@@ -169,11 +169,18 @@ def tracked_run(experiment: str, run_name: str, *, params: Mapping[str, Any] | N
     except MlflowException as err:
         raise TrackingError(f"cannot start a run in experiment '{experiment}' at {uri}: {str(err).splitlines()[0]}") from None
     tracker = Tracker(client, run.info.run_id, experiment_id)
-    status = "FINISHED"
-    try:
+    with _ended_as_it_went(tracker):
         if params:
             tracker.log_params(params)
         yield tracker
+
+
+@contextmanager
+def _ended_as_it_went(tracker: "Tracker") -> Iterator[None]:
+    """End the run FINISHED, KILLED (Ctrl-C) or FAILED with the traceback as an artifact: never RUNNING."""
+    status = "FINISHED"
+    try:
+        yield
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -185,7 +192,7 @@ def tracked_run(experiment: str, run_name: str, *, params: Mapping[str, Any] | N
             pass
         raise
     finally:
-        client.set_terminated(tracker.run_id, status=status)
+        tracker.client.set_terminated(tracker.run_id, status=status)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,18 +269,5 @@ def reopened_run(run_id: str, tracking_uri: str) -> Iterator[Tracker]:
         raise TrackingError(f"cannot reopen run {run_id} at {tracking_uri}: {str(err).splitlines()[0]}") from None
     client.update_run(run_id, status="RUNNING")
     tracker = Tracker(client, run_id, run.info.experiment_id)
-    status = "FINISHED"
-    try:
+    with _ended_as_it_went(tracker):
         yield tracker
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except BaseException:
-        status = "FAILED"
-        try:
-            tracker.log_text(traceback.format_exc(), "error/traceback.txt")
-        except Exception:
-            pass
-        raise
-    finally:
-        client.set_terminated(run_id, status=status)
