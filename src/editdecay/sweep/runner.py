@@ -284,7 +284,8 @@ class ProgressLines(tune.Callback):
         self.done += 1
         r = trial.last_result or {}
         efr = r.get("survival.efr", float("nan"))
-        self._line(f"done    {trial.config['trial_id']}  efr {efr:.3f}  run {r.get('run_id', '?')}  "
+        efr_text = "-" if math.isnan(efr) else f"{efr:.3f}"  # no fine-tuning, or no edit succeeded
+        self._line(f"done    {trial.config['trial_id']}  efr {efr_text}  run {r.get('run_id', '?')}  "
                    f"({self.done}/{self.total})")
 
     def on_trial_error(self, iteration, trials, trial, **info):
