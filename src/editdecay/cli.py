@@ -149,7 +149,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
           f"{m['last_loss']:.4f}, {m['train_tokens_per_s']:.0f} tokens/s")
     print(f"  output      {result.out_dir}  ({result.model_path.name}/)")
     if args.ds:
-        model, tokenizer = load_finetuned(result.out_dir, model_dir)
+        model, tokenizer = load_finetuned(result.out_dir, model_dir, cfg.model)
         ds_after = _downstream(cfg, model, tokenizer)
         for key in ds_after:
             print(f"  {key:18s} {ds_before.get(key, float('nan')):.3f} -> {ds_after[key]:.3f}")
@@ -159,17 +159,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def _downstream(cfg, model_or_dir, tokenizer, prefix: str | None = None) -> dict[str, float]:
-    from editdecay.finetune.data import resolve_template
-    from editdecay.metrics.downstream import evaluate_downstream, load_ds_rows
+    from editdecay.metrics.downstream import evaluate_configured
     from editdecay.models import load_model
 
     if tokenizer is None:
         model_or_dir, tokenizer = load_model(cfg.model, model_or_dir)
-    template = resolve_template(cfg.finetune.data.template, model_or_dir.config.model_type)
-    rows = load_ds_rows(cfg.eval, cfg.world)
-    gen = {"max_new_tokens": cfg.eval.ds_max_new_tokens, "num_beams": cfg.eval.ds_num_beams}
-    return evaluate_downstream(model_or_dir, tokenizer, rows, template, cfg.eval.ds_mode, cfg.eval.ds_batch_size,
-                               generation_kwargs=gen).metrics(*([prefix] if prefix else []))
+    return evaluate_configured(cfg, model_or_dir, tokenizer).metrics(*([prefix] if prefix else []))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -183,7 +178,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _config_and_overrides(args)
     target = Path(args.model) if args.model else None
     if target is not None and any((target / sub).is_dir() for sub in ("adapter", "merged", "model")):
-        model, tokenizer = load_finetuned(target, args.base)  # a finetune output directory
+        model, tokenizer = load_finetuned(target, args.base, cfg.model)  # a finetune output directory
     else:
         model, tokenizer = load_model(cfg.model, str(target) if target else resolve_model_path(cfg))
     edits = evaluate_edits(model, tokenizer, edit_records(cfg), cfg.eval.batch_size)

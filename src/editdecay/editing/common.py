@@ -99,16 +99,6 @@ def hooks(handles: list) -> Iterator[None]:
             h.remove()
 
 
-def capture_inputs(modules: dict[int, torch.nn.Module], store: dict[int, torch.Tensor],
-                   select: Callable[[torch.Tensor], torch.Tensor]):
-    """Context manager: record ``select(input)`` of each module under its layer index."""
-    def make(layer: int):
-        def pre_hook(_module, args):
-            store[layer] = select(args[0])
-        return pre_hook
-    return hooks([m.register_forward_pre_hook(make(layer)) for layer, m in modules.items()])
-
-
 def check_finite(t: torch.Tensor, what: str) -> None:
     if not torch.isfinite(t).all():
         bad = int((~torch.isfinite(t)).sum())

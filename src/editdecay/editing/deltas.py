@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 
 from editdecay.arch import check_layers, mlp_out_weight_view
 from editdecay.editing.common import EditError
+from editdecay.io import atomic_write_with
 
 
 @dataclass
@@ -115,16 +115,8 @@ class EditDeltas:
             else:
                 tensors[f"layer{layer}.u"] = d.u.contiguous().cpu()  # type: ignore[union-attr]
                 tensors[f"layer{layer}.v"] = d.v.contiguous().cpu()  # type: ignore[union-attr]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"editdecay.meta": json.dumps(self.meta, sort_keys=True)})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        metadata = {"editdecay.meta": json.dumps(self.meta, sort_keys=True)}
+        return atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EditDeltas":

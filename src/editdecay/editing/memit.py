@@ -36,7 +36,6 @@ from editdecay.data.records import EditRecord
 from editdecay.editing.common import (
     EditError,
     Encoded,
-    capture_inputs,
     check_finite,
     encode,
     fill,

@@ -43,13 +43,21 @@ def run_stats(cfg: TrialConfig, model=None, tokenizer=None) -> dict[int, Any]:
     return second_moments(model, tokenizer, cfg, list(hp.layers))
 
 
+def apply_edits(cfg: TrialConfig, model, tokenizer, records, progress: bool = True):
+    """The configured editor applied to ``model`` in place: ``(hparams, EditResult)``."""
+    from editdecay.editing.hparams import resolve_hparams
+    from editdecay.editing.registry import get_editor, run_edits
+    from editdecay.editing.stats import second_moments
+
+    hp = resolve_hparams(model, cfg.edit)
+    moments = second_moments(model, tokenizer, cfg, list(hp.layers), progress=progress)
+    return hp, run_edits(get_editor(cfg.edit.method, hp), model, tokenizer, records, moments, cfg.edit.chunk_size)
+
+
 def run_edit(cfg: TrialConfig, out: str | os.PathLike, model=None, tokenizer=None) -> dict[str, Any]:
     """Edit, evaluate before and after, and write ``out/`` whole or not at all:
     ``deltas.safetensors``, ``per_edit.parquet``, ``metrics.json``, ``records.jsonl``, ``config.yaml``."""
     from editdecay.data.records import records_to_jsonl
-    from editdecay.editing.hparams import resolve_hparams
-    from editdecay.editing.registry import get_editor, run_edits
-    from editdecay.editing.stats import second_moments
     from editdecay.io import atomic_directory
     from editdecay.metrics.edit import evaluate_edits
 
@@ -58,10 +66,8 @@ def run_edit(cfg: TrialConfig, out: str | os.PathLike, model=None, tokenizer=Non
     records = edit_records(cfg)
     if model is None:
         model, tokenizer = load_for_editing(cfg)
-    hp = resolve_hparams(model, cfg.edit)
-    C = second_moments(model, tokenizer, cfg, list(hp.layers))
     base = evaluate_edits(model, tokenizer, records, batch_size=cfg.eval.batch_size)
-    result = run_edits(get_editor(cfg.edit.method, hp), model, tokenizer, records, C, cfg.edit.chunk_size)
+    hp, result = apply_edits(cfg, model, tokenizer, records)
     after = evaluate_edits(model, tokenizer, records, batch_size=cfg.eval.batch_size)
 
     table = after.per_edit.copy()

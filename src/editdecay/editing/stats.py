@@ -19,7 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from editdecay.arch import check_layers, mlp_out_module
 from editdecay.config import StatsConfig, TrialConfig
 from editdecay.editing.common import EditError, hooks, model_device, pad, pad_id
 from editdecay.errors import DataError
+from editdecay.io import atomic_write_with
 
 log = logging.getLogger(__name__)
 
@@ -219,15 +219,8 @@ class StatsKey:
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def read_moment(path: Path, expect: dict[str, str]) -> tuple[torch.Tensor, dict[str, str]]:

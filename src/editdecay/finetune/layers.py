@@ -27,13 +27,8 @@ def edited_layers(model, edit: EditConfig | None, explicit: Sequence[int] | None
         )
     if edit.layers is not None:
         return check_layers(edit.layers, model, key="edit.layers")
-    try:  # the editing engine owns the per-model defaults; imported lazily (it is optional here)
-        from editdecay.editing.hparams import default_edit_layers
-    except ImportError:
-        raise ConfigError(
-            "finetune.layers=edited: edit.layers is null and the editing engine's defaults "
-            "(editdecay.editing.hparams) are not available; set edit.layers explicitly"
-        ) from None
+    from editdecay.editing.hparams import default_edit_layers  # the editing engine owns the per-model defaults
+
     return check_layers(list(default_edit_layers(model)), model, key="edit.layers")
 
 

@@ -243,18 +243,20 @@ def _metrics(trainer, out, eval_metrics, data, recipe: Recipe, layers, n_trainab
 
 
 
-def load_finetuned(out_dir: str | Path, base_model_dir: str | Path | None = None):
+def load_finetuned(out_dir: str | Path, base_model_dir: str | Path | None = None, model_cfg=None):
     """``(model, tokenizer)`` from a finetune output directory: the full model, the merged model,
-    or the base model with the adapter applied (base from the adapter config unless given)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    or the base model with the adapter applied (base from the adapter config unless given).
+    Loaded through :func:`editdecay.models.load_model`, so ``model_cfg`` (dtype, device) applies
+    to fine-tuned models as to every other model."""
+    from editdecay.config import ModelConfig
     from editdecay.errors import DataError
+    from editdecay.models import load_model
 
+    model_cfg = model_cfg or ModelConfig()
     out_dir = Path(out_dir)
     for sub in ("model", "merged"):
         if (out_dir / sub / "config.json").is_file():
-            model = AutoModelForCausalLM.from_pretrained(out_dir / sub)
-            return model.eval(), AutoTokenizer.from_pretrained(out_dir / sub)
+            return load_model(model_cfg, out_dir / sub)
     adapter = out_dir / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise DataError(f"{out_dir}: not a finetune output directory (no model/, merged/ or adapter/)")
@@ -265,5 +267,5 @@ def load_finetuned(out_dir: str | Path, base_model_dir: str | Path | None = None
         import json
 
         base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter)
-    return model.eval(), AutoTokenizer.from_pretrained(adapter)
+    model, tokenizer = load_model(model_cfg, base)
+    return PeftModel.from_pretrained(model, adapter).eval(), tokenizer

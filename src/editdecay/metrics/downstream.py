@@ -174,6 +174,16 @@ def evaluate_downstream(model, tokenizer, rows: list[dict[str, Any]], template: 
     return DownstreamResult(per_task=per_task, n=dict(total), mode=mode, predictions=preds)
 
 
+def evaluate_configured(cfg, model, tokenizer) -> DownstreamResult:
+    """DS as a trial config asks: its rows (``eval.ds_*``), template, mode and decoding settings."""
+    from editdecay.finetune.data import resolve_template
+
+    template = resolve_template(cfg.finetune.data.template, model.config.model_type)
+    gen = {"max_new_tokens": cfg.eval.ds_max_new_tokens, "num_beams": cfg.eval.ds_num_beams}
+    return evaluate_downstream(model, tokenizer, load_ds_rows(cfg.eval, cfg.world), template, cfg.eval.ds_mode,
+                               cfg.eval.ds_batch_size, generation_kwargs=gen)
+
+
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 

@@ -33,8 +33,8 @@ import pandas as pd
 from editdecay import __version__
 from editdecay.config import TrialConfig, flatten, stable_hash, to_yaml
 from editdecay.data.records import EditRecord, records_to_jsonl
-from editdecay.errors import ConfigError
-from editdecay.io import atomic_write_json, atomic_write_text
+from editdecay.editing.run import edit_records
+from editdecay.io import atomic_write_json
 from editdecay.metrics.survival import flip_table, survival
 from editdecay.pipeline.cache import StageCache
 
@@ -93,7 +93,7 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
     base_dir = resolve_model_path(cfg)
     model, tokenizer = load_model(cfg.model, base_dir)
     base_key = model_fingerprint(model)[:16]
-    records = select_records(cfg)
+    records = edit_records(cfg)
     records_key = stable_hash([r.to_dict() for r in records], length=16)
     run.log_text(records_to_jsonl(records), "edits/records.jsonl")
     keys: dict[str, str] = {"model": base_key, "records": records_key}
@@ -133,14 +133,14 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
             "finetune", {**ft_inputs, "model": base_key},
             lambda d: build_finetune(cfg, base_dir, d, None, edited_layers))
         ftonly_eval, keys["eval.ftonly"] = evaluate_stage(cache, cfg, "ftonly", keys["finetune.ftonly"], records,
-                                                          records_key, lambda: load_ft(ftonly_out, base_dir))
+                                                          records_key, lambda: load_ft(cfg, ftonly_out, base_dir))
         if cfg.edit.method != "none":
             curve_records = records[: cfg.tracking.curve_edits]
             ft_out, keys["finetune.ft"] = cache.get_or_build(
                 "finetune", {**ft_inputs, "model": edited_key, "curve": [records_key, cfg.tracking.curve_edits]},
                 lambda d: build_finetune(cfg, edited_dir, d, curve_records, edited_layers))
             ft_eval, keys["eval.ft"] = evaluate_stage(cache, cfg, "ft", keys["finetune.ft"], records, records_key,
-                                                      lambda: load_ft(ft_out, edited_dir))
+                                                      lambda: load_ft(cfg, ft_out, edited_dir))
             curve_file = ft_out / "decay_curve.json"
             curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
             log_finetune_artifacts(run, cfg, ft_out, "finetune/ft")
@@ -155,10 +155,10 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
             run.log_artifact(ev["dir"] / "ds_predictions.json", f"ds/{group}")  # DS answers, to read them
     per_edit = per_edit_table(evals)
     if edit_eval is not None and ft_eval is not None:
-        edited_ok = edit_eval["per_edit"]["es"] >= 1.0 - 1e-9  # zsRE: every target token right
-        ft_ok = ft_eval["per_edit"].set_index("case_id").loc[edit_eval["per_edit"]["case_id"], "es"] >= 1.0 - 1e-9
-        metrics.update(survival(edited_ok.tolist(), ft_ok.tolist()).as_metrics())
-        flips = flip_table(edit_eval["per_edit"], ft_eval["per_edit"])
+        # One success rule for the counts and the per-edit table: ES of 1 (zsRE: every target token right).
+        succeeded = lambda pe: pe.assign(es=pe["es"] >= 1.0 - 1e-9)  # noqa: E731
+        flips = flip_table(succeeded(edit_eval["per_edit"]), succeeded(ft_eval["per_edit"]))
+        metrics.update(survival(flips["es_edited"].tolist(), flips["es_finetuned"].tolist()).as_metrics())
         per_edit = per_edit.merge(flips[["case_id", "flipped"]], on="case_id", how="left")
     run.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
     for row in curve:
@@ -176,26 +176,12 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
 # Stages: each builds into a directory the cache hands it, and touches nothing else
 
 
-def select_records(cfg: TrialConfig) -> list[EditRecord]:
-    from editdecay.data.edits import load_edit_dataset
-
-    records = load_edit_dataset(cfg)
-    if cfg.edit.num_edits > len(records):
-        raise ConfigError(f"edit.num_edits={cfg.edit.num_edits} but the edit dataset has only {len(records)} records; "
-                          "lower edit.num_edits or use a larger dataset")
-    return records[: cfg.edit.num_edits]
-
-
 def build_edit(cfg: TrialConfig, base_dir: str | Path, records: list[EditRecord], out: Path) -> None:
-    from editdecay.editing.hparams import resolve_hparams
-    from editdecay.editing.registry import get_editor, run_edits
-    from editdecay.editing.stats import second_moments
+    from editdecay.editing.run import apply_edits
     from editdecay.models import load_model
 
     model, tokenizer = load_model(cfg.model, base_dir)
-    hp = resolve_hparams(model, cfg.edit)
-    moments = second_moments(model, tokenizer, cfg, list(hp.layers), progress=False)
-    result = run_edits(get_editor(cfg.edit.method, hp), model, tokenizer, records, moments, cfg.edit.chunk_size)
+    hp, result = apply_edits(cfg, model, tokenizer, records, progress=False)
     result.deltas.save(out / "deltas.safetensors")
     model.save_pretrained(out / "model", safe_serialization=True)  # what fine-tuning starts from
     tokenizer.save_pretrained(out / "model")
@@ -215,7 +201,7 @@ def build_finetune(cfg: TrialConfig, model_dir: str | Path, out: Path, curve_rec
                         cfg.finetune.num_processes)
         result = finetune_multiprocess(cfg, model_dir, out / "run", edited_layers)
         atomic_write_json(out / "decay_curve.json", [])
-        atomic_write_json(out / "finetune.json", result.to_dict())
+        atomic_write_json(out / "finetune.json", stage_record(result, out))
         return
     evaluate_fn = None
     if curve_records and cfg.finetune.curve_every:
@@ -227,13 +213,22 @@ def build_finetune(cfg: TrialConfig, model_dir: str | Path, out: Path, curve_rec
         evaluate_fn = lambda m: evaluate_edits(m, tokenizer, curve_records, cfg.eval.batch_size).summary  # noqa: E731
     result = finetune(cfg, model_dir, out / "run", evaluate_fn=evaluate_fn, edited_layers=edited_layers)
     atomic_write_json(out / "decay_curve.json", result.curve)
-    atomic_write_json(out / "finetune.json", result.to_dict())
+    atomic_write_json(out / "finetune.json", stage_record(result, out))
 
 
-def load_ft(out: Path, base_dir: str | Path):
+def stage_record(result, stage_dir: Path) -> dict[str, Any]:
+    """The fine-tuning result with its paths relative to the stage directory: the stage is built
+    under a temporary name and renamed, so absolute paths would point at a directory that is gone."""
+    rel = lambda p: str(Path(p).relative_to(stage_dir)) if p is not None else None  # noqa: E731
+    record = result.to_dict()
+    return {**record, "out_dir": rel(result.out_dir), "model_path": rel(result.model_path),
+            "merged_path": rel(result.merged_path)}
+
+
+def load_ft(cfg: TrialConfig, out: Path, base_dir: str | Path):
     from editdecay.finetune.run import load_finetuned
 
-    return load_finetuned(out / "run", base_dir)
+    return load_finetuned(out / "run", base_dir, cfg.model)
 
 
 def evaluate_stage(cache: StageCache, cfg: TrialConfig, group: str, model_key: str, records: list[EditRecord],
@@ -241,15 +236,12 @@ def evaluate_stage(cache: StageCache, cfg: TrialConfig, group: str, model_key: s
     """ES/PS/NS per edit and DS for one model group; cached by (model, records, eval config)."""
 
     def build(out: Path) -> None:
-        from editdecay.finetune.data import resolve_template
-        from editdecay.metrics.downstream import evaluate_downstream, load_ds_rows
+        from editdecay.metrics.downstream import evaluate_configured
         from editdecay.metrics.edit import evaluate_edits
 
         model, tokenizer = load()
         edits = evaluate_edits(model, tokenizer, records, cfg.eval.batch_size)
-        template = resolve_template(cfg.finetune.data.template, model.config.model_type)
-        ds = evaluate_downstream(model, tokenizer, load_ds_rows(cfg.eval, cfg.world), template, cfg.eval.ds_mode,
-                                 cfg.eval.ds_batch_size)
+        ds = evaluate_configured(cfg, model, tokenizer)
         edits.per_edit.to_parquet(out / "per_edit.parquet", index=False)
         atomic_write_json(out / "metrics.json", {**edits.summary, **ds.metrics("ds")})
         atomic_write_json(out / "ds_predictions.json", ds.predictions)
@@ -283,6 +275,6 @@ def log_finetune_artifacts(run, cfg: TrialConfig, out: Path, path: str) -> None:
                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
     if cfg.tracking.log_weights == "none":
         return
-    model_path = out / "run" / Path(info["model_path"]).name  # recorded inside the temporary build dir
+    model_path = out / info["model_path"]
     if model_path.name == "adapter" or cfg.tracking.log_weights == "full":
         run.log_artifact(model_path, f"{path}/{model_path.name}")

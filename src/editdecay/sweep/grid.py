@@ -311,11 +311,12 @@ def resolve_local_paths(cfg: TrialConfig, cwd: Path | None = None) -> TrialConfi
 
 
 def absolute_tracking_uri(uri: str | None, cwd: Path) -> str:
-    """Mirrors ``tracking.runs.resolve_tracking_uri`` (argument, else ``MLFLOW_TRACKING_URI``, else
-    ``sqlite:///<cwd>/mlflow.db``) without importing MLflow, and makes a relative sqlite path
-    absolute: Tune runs trials in other working directories, where a relative one would be a new,
-    empty store."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{cwd / 'mlflow.db'}"
+    """Where runs go (:func:`editdecay.tracking.resolve_tracking_uri`), with a relative sqlite path
+    made absolute: Tune runs trials in other working directories, where a relative one would be a
+    new, empty store."""
+    from editdecay.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(uri, cwd)
     if uri.startswith("sqlite:///") and not uri[len("sqlite:///"):].startswith("/"):
         uri = f"sqlite:///{(cwd / uri[len('sqlite:///'):]).resolve()}"
     elif "://" not in uri:  # a plain directory: MLflow's file store

@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from editdecay.errors import EditDecayError
+from editdecay.tracking import resolve_tracking_uri  # also imported from here by callers
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 PACKAGES = ("editdecay", "torch", "transformers", "peft", "deepspeed", "datasets", "mlflow", "ray")
@@ -38,13 +39,6 @@ PACKAGES = ("editdecay", "torch", "transformers", "peft", "deepspeed", "datasets
 
 class TrackingError(EditDecayError):
     """The tracking server or store cannot be used."""
-
-
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def check_reachable(uri: str, timeout: float = 10.0) -> None:
