@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-ZSRE_SAMPLE = SHARED / "data" / "zsre_sample.json"
+# Vendored real data (data/zsre/README.md): a fresh clone has no ../shared beside it.
+ZSRE_SAMPLE = REPO / "data" / "zsre" / "zsre_sample.json"
 TEST_CACHE = Path(os.environ.get("EDITDECAY_TEST_CACHE", REPO / ".cache" / "editdecay-test"))
 
 

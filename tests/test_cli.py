@@ -43,7 +43,7 @@ def test_config_command_prints_resolved_config(capsys):
     assert out.startswith("# config hash ") and "method: alphaedit" in out and "num_edits: 7" in out
 
 
-def test_data_command_loads_world_and_shared_zsre(capsys):
+def test_data_command_loads_world_and_vendored_zsre(capsys):
     assert main(["data", TINY]) == 0
     assert capsys.readouterr().out.startswith("262 edit records from source 'world'")
     assert main(["data", "data.source=zsre", f"data.path={ZSRE_SAMPLE}", "--show", "1"]) == 0

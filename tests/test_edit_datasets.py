@@ -22,7 +22,7 @@ from editdecay.data.records import EditRecord, records_to_jsonl
 from editdecay.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
-ZSRE_SAMPLE = REPO.parent / "shared" / "data" / "zsre_sample.json"
+ZSRE_SAMPLE = REPO / "data" / "zsre" / "zsre_sample.json"
 
 # Facts about the 400-record sample, checked against the file in test_zsre_sample_facts.
 EMPTY_ALT = [54, 103]
@@ -122,7 +122,7 @@ MCF_ROWS: list[dict[str, Any]] = [
 
 @pytest.fixture(scope="module")
 def zsre_rows() -> list[dict[str, Any]]:
-    assert ZSRE_SAMPLE.is_file(), f"the shared zsRE sample is missing: {ZSRE_SAMPLE} (shared/ must sit beside the repo)"
+    assert ZSRE_SAMPLE.is_file(), f"the vendored zsRE sample is missing: {ZSRE_SAMPLE} (see data/zsre/README.md)"
     return json.loads(ZSRE_SAMPLE.read_text(encoding="utf-8"))
 
 
