@@ -28,7 +28,8 @@ from editdecay.errors import ConfigError, DataError
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable once built."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: lr=inf or a NaN weight is never a setting, and would pass gt/ge bounds.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class WorldConfig(Section):
@@ -134,7 +135,7 @@ class EditConfig(Section):
 
     method: Literal["none", "memit", "alphaedit"] = "memit"
     num_edits: int = Field(100, ge=1)
-    layers: list[int] | None = None
+    layers: list[int] | None = Field(None, min_length=1)  # null for the default, never empty
     # Sequential editing: apply the edits in chunks of this size (None: one batch).
     chunk_size: int | None = Field(None, ge=1)
     # MEMIT (Meng et al. 2022): covariance weight λ, z optimisation (steps, lr, norm clamp, KL, wd).
@@ -234,6 +235,12 @@ class FinetuneConfig(Section):
     num_processes: int = Field(1, ge=1)
     data: FinetuneDataConfig = FinetuneDataConfig()
 
+    @model_validator(mode="after")
+    def _layers_not_empty(self) -> "FinetuneConfig":
+        if isinstance(self.layers, list) and not self.layers:
+            raise ValueError("finetune.layers is an empty list; give layer indices, or all / edited / non_edited")
+        return self
+
 
 class EvalConfig(Section):
     batch_size: int = Field(32, ge=1)
@@ -258,6 +265,14 @@ class TrackingConfig(Section):
     uri: str | None = None
     log_weights: Literal["none", "deltas_adapters", "full"] = "deltas_adapters"
     curve_edits: int = Field(32, ge=1)  # the decay curve evaluates this fixed subset of the edits
+
+    @model_validator(mode="after")
+    def _known_scheme(self) -> "TrackingConfig":
+        if self.uri is not None:
+            from editdecay.tracking import check_tracking_uri
+
+            check_tracking_uri(self.uri, "tracking.uri")
+        return self
 
 
 class TrialConfig(Section):
