@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from editdecay.errors import ConfigError, DataError
 
@@ -266,13 +266,14 @@ class TrackingConfig(Section):
     log_weights: Literal["none", "deltas_adapters", "full"] = "deltas_adapters"
     curve_edits: int = Field(32, ge=1)  # the decay curve evaluates this fixed subset of the edits
 
-    @model_validator(mode="after")
-    def _known_scheme(self) -> "TrackingConfig":
-        if self.uri is not None:
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, uri: str | None) -> str | None:
+        if uri is not None:
             from editdecay.tracking import check_tracking_uri
 
-            check_tracking_uri(self.uri, "tracking.uri")
-        return self
+            check_tracking_uri(uri, None)
+        return uri
 
 
 class TrialConfig(Section):
@@ -437,5 +438,12 @@ def stable_hash(obj: BaseModel | dict[str, Any] | list[Any], length: int = 12) -
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def to_yaml(cfg: BaseModel) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+def to_yaml(cfg: BaseModel, redact: bool = False) -> str:
+    """The config as YAML; ``redact`` hides credentials in ``tracking.uri`` (for anything logged,
+    printed or written next to results; not for a file a process reads the config back from)."""
+    data = cfg.model_dump(mode="json")
+    if redact and isinstance(data.get("tracking"), dict) and data["tracking"].get("uri"):
+        from editdecay.tracking import redact_uri
+
+        data["tracking"]["uri"] = redact_uri(data["tracking"]["uri"])
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

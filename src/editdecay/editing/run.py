@@ -89,6 +89,6 @@ def run_edit(cfg: TrialConfig, out: str | os.PathLike, model=None, tokenizer=Non
         table.to_parquet(tmp / "per_edit.parquet", index=False)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         (tmp / "records.jsonl").write_text(records_to_jsonl(records), encoding="utf-8")
-        (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        (tmp / "config.yaml").write_text(to_yaml(cfg, redact=True), encoding="utf-8")
     log.info("edit: wrote %s", Path(out))
     return metrics

@@ -120,7 +120,7 @@ def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evalu
         if is_main_process():
             atomic_write_json(work / "metrics.json", metrics)
             atomic_write_json(work / "trainer_log.json", trainer.state.log_history)
-            atomic_write_text(work / "config.yaml", to_yaml(cfg))
+            atomic_write_text(work / "config.yaml", to_yaml(cfg, redact=True))
             if curve_cb:
                 curve_cb.save(work)
             if not ft.keep_checkpoints:

@@ -61,10 +61,15 @@ class TrialResult:
 def run_trial(cfg: TrialConfig, *, force: bool = False, parent_run_id: str | None = None,
               run_name: str | None = None, tags: dict[str, str] | None = None) -> TrialResult:
     """One trial as one MLflow run (nested under ``parent_run_id`` in a sweep); see :func:`trial_recipe`."""
+    from editdecay.preflight import check_trial_inputs
+    from editdecay.tracking import redact_uri
     from editdecay.tracking.runs import tracked_run
 
+    check_trial_inputs(cfg)  # missing files, layer ranges: one line, before a run exists
+    params = flatten(cfg)
+    params["tracking.uri"] = redact_uri(params.get("tracking.uri"))  # credentials never become params
     run_tags = {"editdecay.config_hash": stable_hash(cfg), "editdecay.version": __version__, **(tags or {})}
-    with tracked_run(cfg.tracking.experiment, run_name or cfg.name, params=flatten(cfg), tags=run_tags,
+    with tracked_run(cfg.tracking.experiment, run_name or cfg.name, params=params, tags=run_tags,
                      tracking_uri=cfg.tracking.uri, parent_run_id=parent_run_id) as run:
         return trial_recipe(cfg, run, force=force)
 
@@ -87,7 +92,7 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
 
     start = time.perf_counter()
     cache = StageCache(Path(cfg.cache_dir), force=force)
-    run.log_text(to_yaml(cfg), "config.yaml")
+    run.log_text(to_yaml(cfg, redact=True), "config.yaml")
 
     # -- setup: the base model, the edit records, the downstream rows
     base_dir = resolve_model_path(cfg)

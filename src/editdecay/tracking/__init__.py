@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from editdecay.errors import ConfigError
+
 # Stores MLflow itself knows (sqlalchemy dialects may carry a driver: postgresql+psycopg2).
 KNOWN_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "databricks-uc", "uc")
 
@@ -21,13 +23,17 @@ def resolve_tracking_uri(uri: str | None = None, cwd: Path | None = None) -> str
     return f"sqlite:///{(cwd or Path.cwd()) / 'mlflow.db'}"
 
 
-def check_tracking_uri(uri: str, what: str = "tracking.uri") -> None:
-    """One line for a scheme MLflow cannot use (a typo such as ``htp://`` or ``sqlite//``)."""
+class TrackingURIError(ConfigError, ValueError):
+    """A tracking URI MLflow cannot use (a ValueError too, so config validation reports it by key)."""
+
+
+def check_tracking_uri(uri: str, what: str | None = "tracking.uri") -> None:
+    """One line for a scheme MLflow cannot use (a typo such as ``htp://``)."""
     scheme = urlsplit(uri).scheme.split("+")[0].lower() if "://" in uri or uri.startswith("sqlite:") else ""
     if len(scheme) == 1:  # a Windows drive letter: a plain path
         scheme = ""
     if scheme and scheme not in KNOWN_SCHEMES:
-        raise ValueError(f"{what}: unknown scheme '{scheme}' in {redact_uri(uri)}; use http(s)://host:port, "
+        raise TrackingURIError(f"{what + ': ' if what else ''}unknown scheme '{scheme}' in {redact_uri(uri)}; use http(s)://host:port, "
                          "sqlite:///path/mlflow.db, file:///path or a database URL (postgresql://, mysql://)")
 
 
