@@ -76,7 +76,8 @@ def cmd_server(args: argparse.Namespace) -> int:
     import subprocess
 
     try:
-        return subprocess.call(server_command(root, args.host, args.port, args.workers))
+        return subprocess.call(server_command(root, args.host, args.port, args.workers,
+                                              [h for h in args.allowed_hosts.split(",") if h]))
     except KeyboardInterrupt:
         return 0
 
@@ -282,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to serve a cluster)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--allowed-hosts", default="", help="extra comma-separated names clients use for this server "
+                   "(its own names and addresses are allowed automatically with --host 0.0.0.0)")
     p.set_defaults(func=cmd_server)
     p = add("trial", cmd_trial, "run one tracked trial (base, FT-only, KE-only, KE->FT) and log it to MLflow")
     p.add_argument("--force", action="store_true", help="recompute every stage instead of reusing the stage cache")
