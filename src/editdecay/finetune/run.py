@@ -107,11 +107,16 @@ def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evalu
         if resume:
             log.info("resuming from %s", resume)
         start = time.perf_counter()
-        out = trainer.train(resume_from_checkpoint=resume)
+        try:
+            out = trainer.train(resume_from_checkpoint=resume)
+            if not math.isfinite(float(out.training_loss)):
+                raise NonFiniteLossError(f"fine-tuning diverged: the mean training loss is {out.training_loss} "
+                                         f"(lr {recipe.lr:g}); lower finetune.lr")
+        except NonFiniteLossError:
+            if is_main_process():  # its checkpoints hold a diverged run: nothing worth resuming
+                shutil.rmtree(work, ignore_errors=True)
+            raise
         seconds = time.perf_counter() - start
-        if not math.isfinite(float(out.training_loss)):
-            raise NonFiniteLossError(f"fine-tuning diverged: the mean training loss is {out.training_loss} "
-                                     f"(lr {recipe.lr:g}); lower finetune.lr")
         eval_metrics = trainer.evaluate() if data.val else {}
 
         model_path, merged_path = _save(trainer, tokenizer, ft.method, ft.merge, work)
