@@ -340,7 +340,8 @@ def test_sigterm_ends_a_running_trial_killed(toy_model_dir, tmp_path, store):
     assert "terminated (SIGTERM)" in rest
     (run,) = runs_of(store)
     assert run.info.status == "KILLED"
-    assert not list((cache / "stages").glob("finetune/*")) or not [p for p in (cache / "stages").rglob("*.tmp")]
+    assert not list((cache / "stages").glob("finetune/*/stage.json"))  # nothing complete-looking
+    assert not [p for p in (cache / "stages").rglob("*.tmp")]  # the build directory went with the run
 
 
 def test_fresh_ends_the_dead_sweeps_running_runs(tmp_path, store, capsys):
