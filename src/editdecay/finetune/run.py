@@ -84,8 +84,8 @@ def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evalu
     from editdecay.models import load_model
 
     model, tokenizer = load_model(cfg.model, model_dir)
-    resume_key = _resume_key(cfg, model)
     layers = resolve_layers(ft.layers, model, cfg.edit, edited_layers)
+    resume_key = _resume_key(cfg, model, layers)
     tokenizer.padding_side = "right"  # training pads right; generation (DS eval) pads left
     data = build_finetune_data(ft.data, tokenizer, model.config.model_type, recipe.cutoff_len, cfg.seed, cfg.world)
 
@@ -143,7 +143,7 @@ def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evalu
 RESUME_KEY_FILE = "resume_key.json"
 
 
-def _resume_key(cfg: TrialConfig, model) -> str:
+def _resume_key(cfg: TrialConfig, model, layers: list[int]) -> str:
     """What determines the training run: a checkpoint is resumed only by the config that wrote it.
     Knobs that do not change the trained weights (resume, checkpoint keeping, logging) are left out."""
     from editdecay.config import stable_hash
@@ -155,7 +155,7 @@ def _resume_key(cfg: TrialConfig, model) -> str:
         ft.pop(knob, None)
     files = input_file_digests(cfg)
     return stable_hash({"finetune": ft, "seed": cfg.seed, "world": cfg.world.model_dump(mode="json"),
-                        "edit_layers": cfg.edit.layers, "model": model_fingerprint(model),
+                        "layers": list(layers), "model": model_fingerprint(model),
                         "ft_data": files["ft_data"], "deepspeed": files["deepspeed"]}, length=16)
 
 
