@@ -204,6 +204,28 @@ def test_changing_a_data_file_changes_the_stage_keys(tmp_path):
         before = after
 
 
+@pytest.mark.slow
+def test_a_trial_rebuilds_finetuning_when_its_data_file_changes_in_place(toy_model_dir, tmp_path, store, capsys):
+    """The stale-results case end to end: same path, new content -> new fine-tuning stage, new numbers' source."""
+    from editdecay.cli import main
+
+    data = tmp_path / "ft.jsonl"
+    cache = tmp_path / "cache"
+    args = trial_args(toy_model_dir, cache, store, "edit.method=none", "finetune.max_steps=2", "eval.ds_max_examples=8",
+                      "finetune.data.source=file", f"finetune.data.path={data}", "finetune.data.format=prompt_completion")
+    keys = []
+    for completion in (" Zorbia .", " Quarnia ."):
+        data.write_text("\n".join(json.dumps({"prompt": f"Fact {i} is in", "completion": completion}) for i in range(8)))
+        assert main(args) == 0
+        assert "built: " in capsys.readouterr().out
+        (run,) = [r for r in runs_of(store) if r.info.run_id not in {k[0] for k in keys}]
+        keys.append((run.info.run_id, json.loads(run.data.tags["editdecay.stage_keys"]), run.data.tags["editdecay.cache_misses"]))
+    (_, first, _), (_, second, misses) = keys
+    assert first["finetune.ftonly"] != second["finetune.ftonly"] and first["eval.base"] == second["eval.base"]
+    assert misses.split(",") == ["finetune", "eval"]  # the base evaluation is reused, the rest is rebuilt
+    assert_nothing_running(store)
+
+
 def _build_counting(calls: list[int]):
     def build(out: Path) -> None:
         calls.append(1)
