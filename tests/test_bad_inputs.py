@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TEST_CACHE, free_port
+from conftest import REPO, free_port
 
 TINY = str(REPO / "configs" / "tiny.yaml")
 
