@@ -161,9 +161,18 @@ def test_duplicate_case_ids_fail_at_load(ids, named, tmp_path, capsys):
     assert_one_line(code, lines, 2, f"case_id repeated: {named}")
 
 
-def test_credentials_never_printed(capsys):
-    code, _, out = run_cli(capsys, "config", TINY, "tracking.uri=postgresql://bob:s3cret@db.example:5432/runs")
+def test_credentials_never_printed_or_logged(tmp_path, capsys):
+    from editdecay.config import load_config, to_yaml
+    from editdecay.pipeline.trial import trial_params
+
+    uri = "postgresql://bob:s3cret@db.example:5432/runs"
+    code, _, out = run_cli(capsys, "config", TINY, f"tracking.uri={uri}")
     assert code == 0 and "s3cret" not in out and "bob:***@db.example" in out
+    cfg = load_config(TINY, [f"tracking.uri={uri}"])
+    assert trial_params(cfg)["tracking.uri"] == "postgresql://bob:***@db.example:5432/runs"
+    assert "s3cret" not in to_yaml(cfg, redact=True) and cfg.tracking.uri == uri  # the run itself still connects
+    code, lines, _ = run_cli(capsys, "trial", TINY, f"cache_dir={tmp_path}", "tracking.uri=http://bob:s3cret@127.0.0.1:9/")
+    assert_one_line(code, lines, 2, "tracking server http://bob:***@127.0.0.1:9/ is unreachable")
 
 
 def test_sweep_checks_every_trial_before_ray_starts(tmp_path, store, capsys):

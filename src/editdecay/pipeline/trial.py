@@ -62,16 +62,23 @@ def run_trial(cfg: TrialConfig, *, force: bool = False, parent_run_id: str | Non
               run_name: str | None = None, tags: dict[str, str] | None = None) -> TrialResult:
     """One trial as one MLflow run (nested under ``parent_run_id`` in a sweep); see :func:`trial_recipe`."""
     from editdecay.preflight import check_trial_inputs
-    from editdecay.tracking import redact_uri
     from editdecay.tracking.runs import tracked_run
 
     check_trial_inputs(cfg)  # missing files, layer ranges: one line, before a run exists
-    params = flatten(cfg)
-    params["tracking.uri"] = redact_uri(params.get("tracking.uri"))  # credentials never become params
+    params = trial_params(cfg)
     run_tags = {"editdecay.config_hash": stable_hash(cfg), "editdecay.version": __version__, **(tags or {})}
     with tracked_run(cfg.tracking.experiment, run_name or cfg.name, params=params, tags=run_tags,
                      tracking_uri=cfg.tracking.uri, parent_run_id=parent_run_id) as run:
         return trial_recipe(cfg, run, force=force)
+
+
+def trial_params(cfg: TrialConfig) -> dict[str, Any]:
+    """The run's params: the flattened config, with credentials in the tracking URI replaced by ***."""
+    from editdecay.tracking import redact_uri
+
+    params = flatten(cfg)
+    params["tracking.uri"] = redact_uri(params.get("tracking.uri"))
+    return params
 
 
 class UntrackedRun:
