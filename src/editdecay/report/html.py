@@ -21,7 +21,7 @@ li{margin:.3em 0} .sig{font-weight:600} code{background:#f4f4f4;padding:0 .2em}
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, na_rep="–", escape=True)
+    return "<div style='overflow-x:auto'>" + frame.to_html(index=False, border=0, na_rep="–", escape=True) + "</div>"
 
 
 def render(meta: dict, tables: list[Table], comparisons: pd.DataFrame, findings: list[dict],
