@@ -74,11 +74,11 @@ def decay_curves(data: ReportData):
         line, = ax.plot(steps, mean, marker=".", label=" ".join(map(str, label_values)))
         low = np.array([lo for _, lo, _ in stats])
         high = np.array([hi for _, _, hi in stats])
-        if not np.all(np.isnan(low)):
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
+        if not np.all(np.isnan(low)):  # ES is a rate: the t-interval is clipped to [0, 1]
+            ax.fill_between(steps, np.clip(low, 0, 1), np.clip(high, 0, 1), color=line.get_color(), alpha=0.15)
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel("ES of the tracked edits (curve.es)")
-    ax.set_title("Decay curves: mean across seeds, 95% t-interval band")
+    ax.set_title("Decay curves: mean across seeds, 95% t-interval band (clipped to [0, 1])")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -104,6 +104,8 @@ def ds_vs_efr(data: ReportData):
         if ds.empty or math.isnan(efr.mean):
             continue
         ds_mean, ds_lo, ds_hi = t_interval(ds.tolist())
+        if not math.isnan(ds_lo):  # an accuracy: the t-interval clipped to [0, 1]
+            ds_lo, ds_hi = max(0.0, ds_lo), min(1.0, ds_hi)
         setting = dict(zip(keys, values))
         xerr = None if math.isnan(efr.low) else [[efr.mean - efr.low], [efr.high - efr.mean]]
         yerr = None if math.isnan(ds_lo) else [[ds_mean - ds_lo], [ds_hi - ds_mean]]
@@ -111,7 +113,7 @@ def ds_vs_efr(data: ReportData):
                     capsize=3, linestyle="none", label=" ".join(map(str, values)))
     ax.set_xlabel("EFR (higher: more edits removed)")
     ax.set_ylabel("downstream accuracy after KE→FT")
-    ax.set_title("Removing edits vs downstream accuracy (95% CIs)")
+    ax.set_title("Removing edits vs downstream accuracy\n(EFR: bootstrap CI; DS: t-interval across seeds, clipped to [0, 1])", fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -127,7 +129,7 @@ def relation_flip_rate(data: ReportData):
     pe = pe[pe["ft"] != "none"]
     relations = sorted(pe["relation"].dropna().unique(), key=str)
     editors = sorted(pe["editor"].unique())
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(relations) * len(editors) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(min(12, max(6, 0.5 * len(relations) * len(editors) + 2)), 4.5))
     width = 0.8 / max(1, len(editors))
     for i, editor in enumerate(editors):
         means, errs = [], [[], []]
