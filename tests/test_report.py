@@ -276,3 +276,15 @@ def test_report_html_is_self_contained_and_renders_in_headless_chromium(report, 
     pixels = matplotlib.image.imread(shot)[..., :3]
     non_white = (pixels < 0.95).any(axis=-1).mean()
     assert non_white > 0.02 and pixels.std() > 0.05  # text, tables and plots drawn, not a blank page
+
+
+def test_sweep_summary_aggregates_over_seeds():
+    from editdecay.sweep.runner import SweepOutcome, seed_summary_table
+
+    rows = [{"trial_id": f"memit-lora-all-s{seed}", "status": "FINISHED", "edit.method": "memit", "finetune.method": "lora",
+             "finetune.layers": "all", "seed": seed, "edit.es": 0.8, "ft.es": ft_es, "survival.efr": 1 - ft_es,
+             "ft.ds.acc": 0.3} for seed, ft_es in enumerate([0.5, 0.7])]
+    rows.append({**rows[0], "trial_id": "memit-lora-all-s2", "seed": 2, "status": "FAILED", "ft.es": math.nan})
+    text = seed_summary_table(SweepOutcome("sweep-x", "parent", "sqlite://", "exp", rows))
+    line = text.splitlines()[-1]
+    assert "2/3" in line and "0.600 ± 0.141" in line and "0.800 ± 0.000" in line
