@@ -254,6 +254,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     sweep, experiment = args.sweep or None, args.experiment or None  # MLproject passes '' for "not given"
     if not sweep and not experiment:
         raise ReportInputError("give --sweep ID (or a sweep storage dir such as sweep-results/smoke) or --experiment NAME")
+    if sweep and args.filter:
+        raise ReportInputError(f"--filter goes with --experiment, not --sweep; to filter a sweep's runs use --experiment NAME "
+                               f"--filter \"tags.`editdecay.sweep` = '{sweep}' and ...\"")
     if sweep:
         runs = read_sweep(sweep, tracking_uri=args.tracking_uri or None, experiment=experiment)
     else:

@@ -129,6 +129,9 @@ def sweep_state(path: str | os.PathLike) -> dict | None:
 def read_sweep(sweep: str, *, tracking_uri: str | None = None, experiment: str | None = None) -> SweepRuns:
     """Every trial run tagged ``editdecay.sweep = sweep`` (an id, or a sweep storage dir holding its state)."""
     state = sweep_state(sweep)
+    if state is None and ("/" in sweep or os.sep in sweep):
+        raise ReportInputError(f"no sweep state ({SWEEP_STATE_FILE}) in '{sweep}'; run the sweep with that --storage "
+                               "first, or pass the sweep id (tag editdecay.sweep)")
     if state is not None:
         sweep, tracking_uri = state["sweep_id"], tracking_uri or state["tracking_uri"]
     client, uri = _client(tracking_uri)
