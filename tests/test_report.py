@@ -288,3 +288,13 @@ def test_sweep_summary_aggregates_over_seeds():
     text = seed_summary_table(SweepOutcome("sweep-x", "parent", "sqlite://", "exp", rows))
     line = text.splitlines()[-1]
     assert "2/3" in line and "0.600 ± 0.141" in line and "0.800 ± 0.000" in line
+
+
+def test_selection_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
+    err = one_line_error(["--out", str(tmp_path / "r")], capsys)
+    assert "give --sweep ID" in err
+    err = one_line_error(["--sweep", str(tmp_path / "st" / "smoke"), "--out", str(tmp_path / "r")], capsys)
+    assert "no sweep state (editdecay_sweep.json)" in err
+    err = one_line_error(["--sweep", "smoke-1", "--filter", "params.seed = '0'", "--out", str(tmp_path / "r")], capsys)
+    assert "--filter goes with --experiment" in err
+    assert not (tmp_path / "r").exists()
