@@ -72,7 +72,7 @@ def write_report(runs: SweepRuns, out_dir: str | Path, *, log_to_parent: bool = 
     found = make_findings(comparisons, varying)
     usable = data.usable
     seeds = sorted(usable["seed"].unique().tolist(), key=str) if not usable.empty else []
-    meta = {"source": runs.description, "experiment": runs.experiment, "tracking URI": runs.tracking_uri,
+    meta = {"source": runs.description, "experiment": runs.experiment, "tracking URI": _without_password(runs.tracking_uri),
             "parent run": runs.parent_run_id or "-", "runs read": len(runs.trials), "runs used": len(usable),
             "seeds": ", ".join(map(str, seeds)) or "-",
             "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "editdecay": __version__}
@@ -100,7 +100,7 @@ def write_report(runs: SweepRuns, out_dir: str | Path, *, log_to_parent: bool = 
                 plots[name] = tmp / f"{name}.png"
                 _plots.save(fig, plots[name])
         summary = {"source": runs.description, "sweep_id": runs.sweep_id, "experiment": runs.experiment,
-                   "tracking_uri": runs.tracking_uri, "parent_run_id": runs.parent_run_id,
+                   "tracking_uri": _without_password(runs.tracking_uri), "parent_run_id": runs.parent_run_id,
                    "n_runs": len(runs.trials), "n_used": len(usable), "expected_trials": runs.expected_trials,
                    "seeds": seeds, "missing": missing, "row_keys": ROW_KEYS, "notes": notes,
                    "findings": found, "plots": sorted(p.name for p in plots.values()),
@@ -116,6 +116,16 @@ def write_report(runs: SweepRuns, out_dir: str | Path, *, log_to_parent: bool = 
         logged = runs.parent_run_id
     return ReportResult(out_dir, out_dir / "report.html", len(runs.trials), len(usable), missing, logged,
                         time.perf_counter() - start)
+
+
+def _without_password(uri: str) -> str:
+    """The report is shared and logged as an artifact: a password in the URI must not travel with it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")))
 
 
 def _json_default(value):
