@@ -13,7 +13,6 @@ import matplotlib
 matplotlib.use("Agg")  # headless: no display on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from editdecay.report.data import FT_ORDER, LAYER_ORDER, ReportData  # noqa: E402
 from editdecay.report.registry import register_plot  # noqa: E402
@@ -154,6 +153,3 @@ def relation_flip_rate(data: ReportData):
 def save(fig, path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-__all__ = ["save", "pd"]
