@@ -245,11 +245,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(trial_table(sweep))
         print(f"{len(sweep.trials)} trials")
         return 0
-    from editdecay.sweep.runner import run_sweep, summary_table, where_to_look, write_summary
+    from editdecay.sweep.runner import run_sweep, seed_summary_table, summary_table, where_to_look, write_summary
 
     outcome = run_sweep(sweep, storage=args.storage, address=args.address, resume=args.resume, fresh=args.fresh,
                         max_concurrent=args.max_concurrent, connect_timeout=args.connect_timeout)
     print(summary_table(outcome, sweep))
+    if len({r["seed"] for r in outcome.rows}) > 1:
+        print(f"\nover seeds:\n{seed_summary_table(outcome)}")
     write_summary(outcome, sweep, Path(args.storage).resolve() / sweep.name)
     n_finished = len(sweep.trials) - outcome.n_failed - outcome.n_not_run
     print(f"{n_finished} of {len(sweep.trials)} trials finished"
@@ -258,6 +260,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           + (" (--resume runs them)" if outcome.n_failed or outcome.n_not_run else ""))
     print(where_to_look(outcome))
     return 1 if outcome.n_failed or outcome.n_not_run else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Tables, paired tests, plots and report.html for a sweep (or filtered runs), from MLflow only."""
+    from editdecay.report import write_report
+    from editdecay.tracking.read import ReportInputError, read_experiment, read_sweep
+
+    sweep, experiment = args.sweep or None, args.experiment or None  # MLproject passes '' for "not given"
+    if not sweep and not experiment:
+        raise ReportInputError("give --sweep ID (or a sweep storage dir such as sweep-results/smoke) or --experiment NAME")
+    if sweep and args.filter:
+        raise ReportInputError(f"--filter goes with --experiment, not --sweep; to filter a sweep's runs use --experiment NAME "
+                               f"--filter \"tags.`editdecay.sweep` = '{sweep}' and ...\"")
+    if sweep:
+        runs = read_sweep(sweep, tracking_uri=args.tracking_uri or None, experiment=experiment)
+    else:
+        runs = read_experiment(experiment, args.filter or "", tracking_uri=args.tracking_uri or None)
+    result = write_report(runs, args.out, log_to_parent=not args.no_log)
+    print(f"editdecay report: {runs.description}: {result.n_usable} of {result.n_runs} runs used, "
+          f"{len(result.missing)} trial(s) missing, {result.seconds:.1f} s")
+    for m in result.missing:
+        print(f"  missing  {m['trial_id']}: {m['status']}" + (f" ({m['reason']})" if m.get("reason") else ""))
+    if result.logged_to:
+        print(f"  logged as artifacts report/ of parent run {result.logged_to}")
+    print(f"report: {result.html.resolve()}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=None, help="override the sweep file's max_concurrent_trials")
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for a Ray cluster address")
     p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("report", help="tables, paired tests, plots and report.html for a sweep, read from MLflow",
+                       description="tables, paired tests, plots and report.html for a sweep, read from MLflow")
+    p.add_argument("--sweep", default=None, help="sweep id (tag editdecay.sweep) or a sweep storage dir (sweep-results/NAME)")
+    p.add_argument("--experiment", default=None, help="experiment name (with --filter; with --sweep: a check)")
+    p.add_argument("--filter", default="", help="MLflow filter string over the experiment's runs")
+    p.add_argument("--out", required=True, help="output directory (written whole)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    p.add_argument("--no-log", action="store_true", help="do not log the files to the sweep's parent run")
+    p.set_defaults(func=cmd_report)
     p = add("data", cmd_data, "load the configured edit dataset and summarise it")
     p.add_argument("--show", type=int, default=2, help="records to print")
     p = add("world", cmd_world, "export the fact world's datasets to a directory")

@@ -133,7 +133,7 @@ def run_sweep(sweep: Sweep, *, storage: str | os.PathLike = "sweep-results", add
                 parent.log_metrics({"sweep.n_trials": len(sweep.trials), "sweep.n_finished":
                                     len(sweep.trials) - outcome.n_failed - outcome.n_not_run,
                                     "sweep.n_failed": outcome.n_failed, "sweep.n_not_run": outcome.n_not_run})
-                parent.log_text(summary_table(outcome, sweep), "summary.txt")
+                parent.log_text(summary_table(outcome, sweep) + "\n\n" + seed_summary_table(outcome), "summary.txt")
             return outcome
         finally:
             if started_ray:
@@ -389,7 +389,7 @@ def _outcome(sweep: Sweep, state: dict[str, Any]) -> SweepOutcome:
         rows.append({"trial_id": t.trial_id, "status": run.status if run else "NOT RUN",
                      "run_id": run.run_id if run else "", "attempts": len(mine),
                      "edit.method": t.config.edit.method, "finetune.method": t.config.finetune.method,
-                     "finetune.layers": str(t.config.finetune.layers),
+                     "finetune.layers": str(t.config.finetune.layers), "seed": t.config.seed,
                      **{m: (run.metrics.get(m, math.nan) if run else math.nan) for m in SUMMARY_METRICS}})
     return SweepOutcome(state["sweep_id"], state["parent_run_id"], state["tracking_uri"], state["experiment"], rows)
 
@@ -402,6 +402,29 @@ def summary_table(outcome: SweepOutcome, sweep: Sweep) -> str:
     return format_table(headers, rows)
 
 
+def seed_summary_table(outcome: SweepOutcome) -> str:
+    """The per-trial table aggregated over seeds: mean ± sample sd across seeds of finished trials.
+    Per-edit CIs and paired tests are the report's job (``editdecay report``)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in outcome.rows:
+        groups.setdefault((r["edit.method"], r["finetune.method"], r["finetune.layers"]), []).append(r)
+
+    def cell(rows: list[dict[str, Any]], metric: str) -> str:
+        values = [r[metric] for r in rows if r["status"] == "FINISHED" and not math.isnan(r[metric])]
+        if not values:
+            return "-"
+        if len(values) == 1:
+            return f"{values[0]:.3f}"
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+        return f"{mean:.3f} ± {sd:.3f}"
+
+    headers = ["edit", "ft", "layers", "seeds", *(f"{m} (mean ± sd)" for m in ("edit.es", "ft.es", "efr", "ds"))]
+    rows = [[*key, f"{sum(r['status'] == 'FINISHED' for r in rows)}/{len(rows)}",
+             *(cell(rows, m) for m in SUMMARY_METRICS)] for key, rows in groups.items()]
+    return format_table(headers, rows)
+
+
 def where_to_look(outcome: SweepOutcome) -> str:
     uri = redact_uri(outcome.tracking_uri)
     ui = f"open {uri}" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
@@ -410,4 +433,4 @@ def where_to_look(outcome: SweepOutcome) -> str:
 
 
 def write_summary(outcome: SweepOutcome, sweep: Sweep, state_dir: Path) -> Path:
-    return atomic_write_text(state_dir / "summary.txt", summary_table(outcome, sweep) + "\n")
+    return atomic_write_text(state_dir / "summary.txt", summary_table(outcome, sweep) + "\n\n" + seed_summary_table(outcome) + "\n")

@@ -1,0 +1,119 @@
+"""The report's data: the selected runs as pandas frames (per edit, per run, decay curves).
+
+Setting columns (what a row of a table is about) come from the runs' params, i.e. the flattened
+trial config: ``model`` (``model.name``; the toy model as ``toy-<arch>``), ``editor``
+(``edit.method``), ``dataset`` (``data.source``, plus the world's format), ``n_edits``
+(``edit.num_edits``), ``ft`` (``finetune.method``), ``layers`` (``finetune.layers``), ``seed``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from editdecay.tracking.read import SweepRuns, TrialRun
+
+ROW_KEYS = ["model", "editor", "dataset", "n_edits"]  # a table row: one model × editor × dataset × #edits
+SETTING_KEYS = ROW_KEYS + ["ft", "layers"]
+GROUPS = {"base": "base", "edit": "KE-only", "ftonly": "FT-only", "ft": "KE→FT"}
+METRICS = ("es", "ps", "ns")
+SUCCESS = 1.0 - 1e-9  # the trial's success rule: ES of 1 (zsRE: every target token right)
+FT_ORDER = ["none", "lora", "dora", "full"]
+LAYER_ORDER = ["all", "edited", "non_edited"]
+
+
+@dataclass
+class ReportData:
+    runs: SweepRuns
+    per_edit: pd.DataFrame  # one row per (usable run, edit)
+    run_table: pd.DataFrame  # one row per run (usable or not): settings, status, problem, DS metrics
+    curves: pd.DataFrame  # one row per (usable run, step): settings, seed, step, es
+
+    @property
+    def usable(self) -> pd.DataFrame:
+        return self.run_table[self.run_table["problem"] == ""]
+
+    def varying(self, keys: list[str]) -> list[str]:
+        """The keys that take more than one value in this report (the others go into the title)."""
+        return [k for k in keys if self.run_table[k].nunique() > 1]
+
+
+def _param(params: dict[str, str], key: str, default: str = "-") -> str:
+    value = params.get(key)
+    if value is None:
+        return default
+    try:
+        parsed = json.loads(value)
+    except (json.JSONDecodeError, TypeError):
+        return value
+    return value if isinstance(parsed, (str, int, float)) else json.dumps(parsed).replace(" ", "")
+
+
+def settings_of(trial: TrialRun) -> dict[str, object]:
+    p = trial.params
+    model = _param(p, "model.name")
+    model = f"toy-{_param(p, 'model.toy.arch', 'gpt2')}" if model == "toy" else Path(model).name or model
+    dataset = _param(p, "data.source")
+    if dataset == "world":
+        dataset = f"world/{_param(p, 'data.world_format', 'counterfact')}"
+    n_edits = _param(p, "edit.num_edits")
+    seed = _param(p, "seed", "0")
+    return {"model": model, "editor": _param(p, "edit.method"), "dataset": dataset,
+            "n_edits": int(n_edits) if n_edits.isdigit() else n_edits, "ft": _param(p, "finetune.method"),
+            "layers": _param(p, "finetune.layers"), "seed": int(seed) if seed.lstrip("-").isdigit() else seed}
+
+
+def records_key(trial: TrialRun) -> str:
+    try:
+        return json.loads(trial.tags.get("editdecay.stage_keys", "{}")).get("records", "")
+    except json.JSONDecodeError:
+        return ""
+
+
+def build_data(runs: SweepRuns) -> ReportData:
+    run_rows, edit_parts, curve_rows = [], [], []
+    for t in runs.trials:
+        s = settings_of(t)
+        problem = t.problem or ""
+        if not problem and t.per_edit is not None and "es_base" not in t.per_edit.columns:
+            problem = "per_edit.csv has no es_base column"
+        run_rows.append({"run_id": t.run_id, "trial_id": t.tags.get("editdecay.trial_id", t.name), "status": t.status,
+                         "problem": problem, **s, "records_key": records_key(t),
+                         **{f"{g}.ds.acc": t.metrics.get(f"{g}.ds.acc", math.nan) for g in GROUPS},
+                         "survival.efr": t.metrics.get("survival.efr", math.nan)})
+        if problem:
+            continue
+        pe = t.per_edit.copy()
+        for m in METRICS:
+            for g in GROUPS:
+                if f"{m}_{g}" not in pe.columns:
+                    pe[f"{m}_{g}"] = math.nan
+        pe["edit_ok"] = pe["es_edit"] >= SUCCESS
+        pe["ft_ok"] = pe["es_ft"] >= SUCCESS
+        if "flipped" not in pe.columns:
+            pe["flipped"] = math.nan
+        # EFR's observations: edits that succeeded after editing; 1 if fine-tuning undid them.
+        has_ft = pe["es_ft"].notna() & pe["es_edit"].notna()
+        pe["flip"] = (pe["edit_ok"] & ~pe["ft_ok"]).astype(float).where(has_ft & pe["edit_ok"])
+        pe["case_id"] = pe["case_id"].astype(str)
+        for k, v in {"run_id": t.run_id, **s, "records_key": records_key(t)}.items():
+            pe[k] = v
+        edit_parts.append(pe)
+        for step, value in t.curve:
+            curve_rows.append({"run_id": t.run_id, **s, "step": step, "es": value})
+    run_table = pd.DataFrame(run_rows)
+    per_edit = pd.concat(edit_parts, ignore_index=True) if edit_parts else pd.DataFrame()
+    curves = pd.DataFrame(curve_rows, columns=["run_id", *SETTING_KEYS, "seed", "step", "es"])
+    return ReportData(runs, per_edit, run_table, curves)
+
+
+def order_key(column: str):
+    """Sort order for setting values: FT methods and layer selections in the study's order."""
+    order = {"ft": FT_ORDER, "layers": LAYER_ORDER}.get(column)
+    if not order:
+        return lambda s: s.astype(str) if hasattr(s, "astype") else str(s)
+    return lambda s: s.map(lambda v: (order.index(v) if v in order else len(order), str(v)))

@@ -1,0 +1,62 @@
+"""The report's registry, lm-eval-harness style: every table, comparison and plot is one entry.
+
+Adding a table is one decorated function in ``tables.py`` (it gets the :class:`~editdecay.report.data.ReportData`
+and returns :class:`Table` objects); a comparison is one :class:`ComparisonSpec` in ``comparisons.py``;
+a plot is one decorated function in ``plots.py`` that draws on a matplotlib figure. ``build.py``
+runs every registered entry in registration order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+TABLES: dict[str, Callable] = {}
+PLOTS: dict[str, Callable] = {}
+COMPARISONS: dict[str, "ComparisonSpec"] = {}
+
+
+@dataclass
+class Table:
+    """One paper-style table: ``wide`` for tables.md/html, ``long`` rows for tables.csv."""
+
+    name: str
+    title: str
+    note: str  # how the cells were computed (the CI method, n)
+    wide: pd.DataFrame
+    long: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class ComparisonSpec:
+    """Pairs of values of one setting axis compared on the same edits, everything else held fixed."""
+
+    name: str
+    axis: str  # a column of the per-edit frame: layers, editor, ft
+    pairs: tuple[tuple[str, str], ...]
+    description: str
+    same_records: bool = True  # both sides must have edited the same records (same stage key)
+    skip_values: tuple[str, ...] = field(default=())  # values of other axes that make no comparison (ft 'none')
+
+
+def register_table(name: str):
+    def deco(fn: Callable) -> Callable:
+        TABLES[name] = fn
+        return fn
+
+    return deco
+
+
+def register_plot(name: str):
+    def deco(fn: Callable) -> Callable:
+        PLOTS[name] = fn
+        return fn
+
+    return deco
+
+
+def register_comparison(spec: ComparisonSpec) -> ComparisonSpec:
+    COMPARISONS[spec.name] = spec
+    return spec
