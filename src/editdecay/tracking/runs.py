@@ -10,11 +10,13 @@ Tracking URI: ``tracking_uri`` argument, else ``MLFLOW_TRACKING_URI``, else the 
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import platform
 import socket
 import subprocess
+import sys
 import time
 import traceback
 import urllib.error
@@ -34,6 +36,9 @@ from editdecay.errors import EditDecayError
 from editdecay.tracking import resolve_tracking_uri  # also imported from here by callers
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+# The UI opens an experiment on the view its kind names; without the tag MLflow 3 guesses, and
+# guessed an empty GenAI overview for ours. Training runs belong on the runs table.
+EXPERIMENT_KIND = "custom_model_development"
 PACKAGES = ("editdecay", "torch", "transformers", "peft", "deepspeed", "datasets", "mlflow", "ray")
 
 
@@ -60,12 +65,14 @@ def get_experiment_id(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, tags={"mlflow.experimentKind": EXPERIMENT_KIND})
         except MlflowException as err:
             raise TrackingError(f"cannot create experiment '{name}': {str(err).splitlines()[0]}") from None
     if exp.lifecycle_stage == "deleted":
         raise TrackingError(f"experiment '{name}' exists but is deleted; restore it (mlflow experiments restore "
                             f"--experiment-id {exp.experiment_id}) or choose another experiment name")
+    if "mlflow.experimentKind" not in exp.tags:  # made by `mlflow run` or an older editdecay
+        client.set_experiment_tag(exp.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
     return exp.experiment_id
 
 
@@ -88,7 +95,10 @@ def check_artifact_root(client: MlflowClient, experiment_id: str) -> None:
 
 
 def environment_tags() -> dict[str, str]:
-    tags = {"editdecay.host": platform.node(), "editdecay.python": platform.python_version()}
+    tags = {"editdecay.host": platform.node(), "editdecay.python": platform.python_version(),
+            # The UI's User and Source columns read these; the client API (unlike the fluent one) sets none.
+            "mlflow.user": _user(), "mlflow.source.type": "LOCAL",
+            "mlflow.source.name": " ".join(["editdecay", *sys.argv[1:2]]) if _is_cli() else Path(sys.argv[0] or "python").name}
     for pkg in PACKAGES:
         try:
             tags[f"editdecay.version.{pkg}"] = metadata.version(pkg)
@@ -102,6 +112,18 @@ def environment_tags() -> dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         pass
     return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return str(os.getuid())
+
+
+def _is_cli() -> bool:
+    argv0 = Path(sys.argv[0] or "")
+    return argv0.name == "editdecay" or argv0.parent.name == "editdecay"  # `editdecay …` or `python -m editdecay …`
 
 
 def _param_value(value: Any) -> str:
@@ -144,6 +166,37 @@ class Tracker:
     def log_dict(self, data: Any, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, data, artifact_file)
 
+    def log_metric_steps(self, series: Mapping[str, list[tuple[int, float]]]) -> None:
+        """Metric histories at once: ``{"ft.train.loss": [(step, value), ...]}`` (the UI's line charts)."""
+        now = int(time.time() * 1000)
+        items = [Metric(name, float(v), now, int(step)) for name, points in series.items() for step, v in points]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    def log_table(self, table, artifact_file: str) -> None:
+        """A DataFrame as an MLflow table (``*.json``): the UI's artifact view shows it as a grid."""
+        self.client.log_table(self.run_id, data=table, artifact_file=artifact_file)
+
+    def log_dataset(self, name: str, source: str, context: str, table=None, digest: str | None = None) -> None:
+        """One input dataset of the run (the UI's Dataset column and lineage). ``table``: a DataFrame
+        to profile (small: the edit records); without it only name, source and ``digest`` are recorded."""
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        try:
+            src = resolve_dataset_source(source)
+        except Exception:  # generated data (the fact world): no file to point at; resolvers raise various errors
+            src = CodeDatasetSource({"editdecay.source": source})
+        if table is not None:
+            dataset = mlflow.data.from_pandas(table, source=src, name=name, digest=digest)
+        else:
+            dataset = MetaDataset(src, name=name, digest=digest)
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                                   tags=[InputTag("mlflow.data.context", context)])])
+
 
 @contextmanager
 def tracked_run(experiment: str, run_name: str, *, params: Mapping[str, Any] | None = None,
@@ -158,15 +211,62 @@ def tracked_run(experiment: str, run_name: str, *, params: Mapping[str, Any] | N
     all_tags = {**environment_tags(), **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    try:
-        run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
-    except MlflowException as err:
-        raise TrackingError(f"cannot start a run in experiment '{experiment}' at {uri}: {str(err).splitlines()[0]}") from None
-    tracker = Tracker(client, run.info.run_id, experiment_id)
+    tracker = _adopt_project_run(client, experiment, run_name, all_tags) if not parent_run_id else None
+    if tracker is None:
+        try:
+            run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
+        except MlflowException as err:
+            raise TrackingError(f"cannot start a run in experiment '{experiment}' at {uri}: {str(err).splitlines()[0]}") from None
+        tracker = Tracker(client, run.info.run_id, experiment_id)
+    monitor = _system_metrics(tracker, uri)
     with _ended_as_it_went(tracker):
-        if params:
-            tracker.log_params(params)
-        yield tracker
+        try:
+            if params:
+                tracker.log_params(params)
+            yield tracker
+        finally:  # its last sample lands before the run ends
+            if monitor is not None:
+                monitor.finish()
+
+
+def _adopt_project_run(client: MlflowClient, experiment: str, run_name: str, tags: Mapping[str, Any]) -> Tracker | None:
+    """Under ``mlflow run``, the run it made (``MLFLOW_RUN_ID``), so one command leaves one run.
+
+    Taken once per process: the variable is removed, so the runs of a sweep's trials (Ray workers
+    inherit the driver's environment) do not all write into the sweep's run. The run stays in the
+    experiment ``mlflow run`` chose (``--experiment-name``); a run id from another store is ignored.
+    """
+    run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    if not run_id:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    exp = client.get_experiment(run.info.experiment_id)
+    if exp.name != experiment:
+        print(f"editdecay: logging into the `mlflow run` run {run_id} in experiment '{exp.name}', not "
+              f"'{experiment}'; pass --experiment-name {experiment} to `mlflow run` to use the configured one",
+              file=sys.stderr, flush=True)
+        get_experiment_id(client, exp.name)  # tags its kind, so it opens on the runs table too
+    client.update_run(run_id, name=run_name)
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if not k.startswith("mlflow.source")])
+    return Tracker(client, run_id, run.info.experiment_id)
+
+
+def _system_metrics(tracker: Tracker, uri: str):
+    """CPU/memory/disk/network (and GPU) as ``system/*`` metrics of the run, when psutil is installed.
+    ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false`` turns it off."""
+    if os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "").lower() in ("false", "0"):
+        return None
+    try:
+        import psutil  # noqa: F401
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    except ImportError:
+        return None
+    monitor = SystemMetricsMonitor(tracker.run_id, tracking_uri=uri)
+    monitor.start()
+    return monitor
 
 
 @contextmanager
