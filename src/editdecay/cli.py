@@ -63,18 +63,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_server(args: argparse.Namespace) -> int:
     """Run an MLflow tracking server (sqlite backend, proxied artifacts) in the foreground."""
-    from editdecay.tracking.server import check_root, server_command
+    from editdecay.tracking.server import check_root, serve_foreground, server_command
 
     root = Path(args.root)
     check_root(root)
     print(f"editdecay server: http://{args.host}:{args.port}  (store {root.resolve()}/mlflow.db, artifacts "
           f"{root.resolve()}/artifacts)\n  clients: export MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
-    import subprocess
-
-    try:
-        return subprocess.call(server_command(root, args.host, args.port, args.workers))
-    except KeyboardInterrupt:
-        return 0
+    return serve_foreground(server_command(root, args.host, args.port, args.workers))
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
