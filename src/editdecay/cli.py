@@ -230,7 +230,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from editdecay.sweep.runner import run_sweep, summary_table, where_to_look, write_summary
 
     outcome = run_sweep(sweep, storage=args.storage, address=args.address, resume=args.resume, fresh=args.fresh,
-                        max_concurrent=args.max_concurrent, connect_timeout=args.connect_timeout)
+                        max_concurrent=args.max_concurrent, connect_timeout=args.connect_timeout,
+                        autoscaler_config=args.autoscaler_config)
     print(summary_table(outcome, sweep))
     write_summary(outcome, sweep, Path(args.storage).resolve() / sweep.name)
     print(f"{len(sweep.trials) - outcome.n_failed} of {len(sweep.trials)} trials finished"
@@ -277,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for every trial (default: the config's)")
     p.add_argument("--max-concurrent", type=int, default=None, help="override the sweep file's max_concurrent_trials")
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for a Ray cluster address")
+    p.add_argument("--autoscaler-config", default=None,
+                   help="cluster launcher YAML: trials queue for GPUs its workers can add (default: ~/ray_bootstrap_config.yaml on a head)")
     p.set_defaults(func=cmd_sweep)
     p = add("data", cmd_data, "load the configured edit dataset and summarise it")
     p.add_argument("--show", type=int, default=2, help="records to print")

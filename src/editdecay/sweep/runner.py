@@ -71,7 +71,8 @@ class SweepOutcome:
 
 def run_sweep(sweep: Sweep, *, storage: str | os.PathLike = "sweep-results", address: str | None = None,
               resume: bool = False, fresh: bool = False, max_concurrent: int | None = None,
-              connect_timeout: float = 5.0, out=None) -> SweepOutcome:
+              connect_timeout: float = 5.0, autoscaler_config: str | os.PathLike | None = None,
+              out=None) -> SweepOutcome:
     from editdecay.tracking.runs import check_reachable, ensure_experiment, tracked_run
 
     out = out or sys.stdout  # looked up per call: a test harness may swap sys.stdout
@@ -90,7 +91,7 @@ def run_sweep(sweep: Sweep, *, storage: str | os.PathLike = "sweep-results", add
         check_reachable(uri)
         started_ray = _connect(address or os.environ.get("RAY_ADDRESS"), connect_timeout)
         try:
-            _check_capacity(sweep)
+            _check_capacity(sweep, autoscaler_config, out)
             ensure_experiment(uri, experiment)
             if state is not None:  # resume: same parent run, stale trial runs ended first
                 _end_stale_runs(uri, experiment, state["sweep_id"], out)
@@ -118,6 +119,10 @@ def run_sweep(sweep: Sweep, *, storage: str | os.PathLike = "sweep-results", add
                 parent.log_metrics({"sweep.n_trials": len(sweep.trials), "sweep.n_finished":
                                     len(sweep.trials) - outcome.n_failed, "sweep.n_failed": outcome.n_failed})
                 parent.log_text(summary_table(outcome, sweep), "summary.txt")
+                n_finished = len(sweep.trials) - outcome.n_failed
+                parent.set_tags({"editdecay.n_finished": n_finished, "editdecay.n_failed": outcome.n_failed})
+                if outcome.n_failed:  # the UI's status column must not call a sweep with failures FINISHED
+                    parent.end_status = "FAILED"
             return outcome
         finally:
             if started_ray:
@@ -215,13 +220,20 @@ def _probe(address: str, timeout: float) -> None:
                              "check --address / RAY_ADDRESS, or leave both unset to run locally") from None
 
 
-def _check_capacity(sweep: Sweep) -> None:
+def _check_capacity(sweep: Sweep, autoscaler_config: str | os.PathLike | None, out) -> None:
+    """Refuse a trial that can never fit; warn and let trials queue when the autoscaler can add what is missing."""
+    from editdecay.sweep.capacity import decide, load_autoscaler_config, reported_autoscaler_config
+
     res = sweep.spec.resources
+    need = {"CPU": res.total_cpus(), "GPU": res.total_gpus()}
     have = ray.cluster_resources()
-    for kind, need in (("GPU", res.total_gpus()), ("CPU", res.total_cpus())):
-        if need > have.get(kind, 0.0) + 1e-9:
-            raise ConfigError(f"sweep {sweep.file}: resources ask for {need:g} {kind}s per trial but the Ray cluster has "
-                              f"{have.get(kind, 0.0):g}; lower resources.{kind.lower()} (or workers) or add nodes")
+    if all(v <= have.get(k, 0.0) + 1e-9 for k, v in need.items()):
+        return
+    autoscaler = load_autoscaler_config(autoscaler_config) or reported_autoscaler_config()
+    verdict = decide(need, have, autoscaler, what=f"sweep {sweep.file}", single_node=res.workers == 0)
+    if verdict.action == "refuse":
+        raise ConfigError(verdict.message)
+    print(f"  warning: {verdict.message}", file=out, flush=True)
 
 
 def trial_resources(sweep: Sweep) -> dict[str, float] | tune.PlacementGroupFactory:

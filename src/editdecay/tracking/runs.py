@@ -138,6 +138,8 @@ class Tracker:
     client: MlflowClient
     run_id: str
     experiment_id: str
+    # How the run ends when its block exits without an error; a sweep whose trials failed sets FAILED.
+    end_status: str = "FINISHED"
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, _param_value(v)) for k, v in params.items()]
@@ -272,7 +274,7 @@ def _system_metrics(tracker: Tracker, uri: str):
 @contextmanager
 def _ended_as_it_went(tracker: "Tracker") -> Iterator[None]:
     """End the run FINISHED, KILLED (Ctrl-C) or FAILED with the traceback as an artifact: never RUNNING."""
-    status = "FINISHED"
+    status = None
     try:
         yield
     except KeyboardInterrupt:
@@ -286,7 +288,8 @@ def _ended_as_it_went(tracker: "Tracker") -> Iterator[None]:
             pass
         raise
     finally:
-        tracker.client.set_terminated(tracker.run_id, status=status)
+        # No error: end_status, read now because the block may set it (a sweep with failed trials)
+        tracker.client.set_terminated(tracker.run_id, status=status or tracker.end_status)
 
 
 # ------------------------------------------------------------------------------------------------
