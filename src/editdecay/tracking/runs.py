@@ -81,8 +81,8 @@ def check_artifact_root(client: MlflowClient, experiment_id: str) -> None:
     location = client.get_experiment(experiment_id).artifact_location
     if location.startswith("file://"):
         location = location[len("file://"):]
-    elif "://" in location:  # mlflow-artifacts:, s3:, …: the server or the store checks it
-        return
+    elif "://" in location or location.split(":", 1)[0] in ("mlflow-artifacts", "dbfs", "runs", "models"):
+        return  # mlflow-artifacts:/1 (a proxying server), s3://, …: the server or the store checks it
     root = Path(location)
     try:
         root.mkdir(parents=True, exist_ok=True)
