@@ -78,7 +78,7 @@ def stop_server(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         proc.poll()  # reap the leader, so the group check below sees only the others
         if not _group_alive(proc.pid):
             break
-        time.sleep(0.1)
+        time.sleep(0.2)
     else:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -88,13 +88,17 @@ def stop_server(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # a member we may not signal is still a member
-        return True
+    """Any live member left? Zombies do not count: orphaned members are reparented to PID 1, which in
+    a container may never reap them, and waiting for those would always run into the timeout."""
+    import psutil
+
+    for p in psutil.process_iter(["status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(p.pid) == pgid:
+                return True
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return False
 
 
 class _Stop(Exception):
