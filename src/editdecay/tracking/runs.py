@@ -34,6 +34,7 @@ from mlflow.tracking import MlflowClient
 
 from editdecay.errors import EditDecayError
 from editdecay.tracking import resolve_tracking_uri  # also imported from here by callers
+from editdecay.tracking.views import compare_view_tag
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 # The UI opens an experiment on the view its kind names; without the tag MLflow 3 guesses, and
@@ -64,8 +65,9 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
 def get_experiment_id(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        try:
-            return client.create_experiment(name, tags={"mlflow.experimentKind": EXPERIMENT_KIND})
+        view_key, view_value = compare_view_tag(int(time.time() * 1000))
+        try:  # opens on the runs table, with a saved comparison view in its "Views" menu
+            return client.create_experiment(name, tags={"mlflow.experimentKind": EXPERIMENT_KIND, view_key: view_value})
         except MlflowException as err:
             raise TrackingError(f"cannot create experiment '{name}': {str(err).splitlines()[0]}") from None
     if exp.lifecycle_stage == "deleted":
@@ -73,6 +75,7 @@ def get_experiment_id(client: MlflowClient, name: str) -> str:
                             f"--experiment-id {exp.experiment_id}) or choose another experiment name")
     if "mlflow.experimentKind" not in exp.tags:  # made by `mlflow run` or an older editdecay
         client.set_experiment_tag(exp.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
+        client.set_experiment_tag(exp.experiment_id, *compare_view_tag(int(time.time() * 1000)))
     return exp.experiment_id
 
 
