@@ -327,6 +327,7 @@ def trial_function(config: dict[str, Any], trials: dict[str, Any], context: dict
         return
     cfg = TrialConfig.model_validate(payload["config"])
     tags = {**ident, "editdecay.node_id": ray.get_runtime_context().get_node_id(),
+            "mlflow.source.name": f"editdecay sweep {context['sweep_id']}",  # not Ray's default_worker.py
             **{f"editdecay.axis.{k}": v for k, v in payload["axes"].items()}}
     result = run_trial(cfg, parent_run_id=context["parent_run_id"], run_name=trial_id, tags=tags)
     metrics = {k: v for k, v in result.metrics.items() if not math.isnan(v)}
