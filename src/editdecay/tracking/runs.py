@@ -21,6 +21,7 @@ import time
 import traceback
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -196,7 +197,9 @@ class Tracker:
         except Exception:  # generated data (the fact world): no file to point at; resolvers raise various errors
             src = CodeDatasetSource({"editdecay.source": source})
         if table is not None:
-            dataset = mlflow.data.from_pandas(table, source=src, name=name, digest=digest)
+            with warnings.catch_warnings():  # "integer columns cannot represent missing values": ours have none
+                warnings.simplefilter("ignore", UserWarning)
+                dataset = mlflow.data.from_pandas(table, source=src, name=name, digest=digest)
         else:
             dataset = MetaDataset(src, name=name, digest=digest)
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
