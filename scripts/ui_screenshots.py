@@ -148,7 +148,9 @@ def main() -> int:
             print(f"MLflow UI screenshots from {url}, experiment {exp_id}:")
             browser = Chromium(chromium, str(Path(root) / "chromium-profile"))
             try:
-                browser.screenshot(view_url(url, exp_id), out / "runs-table.png", 2000, 600)
+                # A first visit opens the assistant panel by itself: take it on a throwaway shot.
+                browser.screenshot(view_url(url, exp_id), Path(root) / "first-visit.png", 1200, 600)
+                browser.screenshot(view_url(url, exp_id), out / "runs-table.png", 2400, 560)
                 browser.screenshot(view_url(url, exp_id, charts=True), out / "runs-charts.png", 1800, 1350,
                                    search=("Search metric charts", CHARTS))
                 trial = f"{url}/#/experiments/{exp_id}/runs/{run_ids[-1]}"

@@ -83,5 +83,8 @@ def test_training_curves_trainer_log_datasets_and_ui_defaults(project_run, tmp_p
     assert contexts == {"edits-world": "edit", "finetune-world": "train"}
     tags = run.data.tags
     assert tags["mlflow.user"] and tags["mlflow.source.name"]
-    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    exp_tags = client.get_experiment(run.info.experiment_id).tags
+    assert exp_tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
+    view = json.loads(exp_tags["mlflow.sharedViewState.editdecay-compare-survival"])  # the saved view
+    assert json.loads(view["state"])["groupBy"]["groupByKeys"] == [{"mode": "param", "groupByData": "finetune.layers"}]
     assert any(k.startswith("system/") for k in run.data.metrics)  # psutil is pinned

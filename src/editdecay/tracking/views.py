@@ -16,9 +16,10 @@ COMPARE_VIEW_ID = "editdecay-compare-survival"
 COMPARE_VIEW_NAME = "editdecay: survival by FT layers"
 
 # The runs table's columns: what ran (params, with the resolved values next to the config's), what it gave.
-COMPARE_PARAMS = ("edit.method", "finetune.method", "finetune.layers", "edit.num_edits", "model.name",
-                  "resolved.finetune.lr", "resolved.finetune.lora_r", "resolved.edit.layers")
-COMPARE_METRICS = ("survival.efr", "edit.es", "ft.es", "ftonly.ds.acc", "ft.ds.acc")
+# Few enough to fit one screen beside the Dataset column.
+COMPARE_PARAMS = ("edit.method", "finetune.method", "finetune.layers", "edit.num_edits", "resolved.finetune.lr",
+                  "resolved.edit.layers")
+COMPARE_METRICS = ("survival.efr", "edit.es", "ft.es", "ft.ds.acc")
 
 
 def _column(kind: str, key: str) -> str:
