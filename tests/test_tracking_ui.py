@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow  # `mlflow run` of a tiny trial: ~90 s on 2 busy c
 @pytest.fixture(scope="module")
 def project_run(mlflow_server, toy_model_dir):
     """``mlflow run . -e trial`` against the test server: (client, the runs it left, the config)."""
-    overrides = [f"cache_dir={TEST_CACHE}", *TRIAL]
+    overrides = [f"cache_dir={TEST_CACHE}", *TRIAL, f"tracking.experiment={EXPERIMENT}"]  # = --experiment-name
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "true",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}

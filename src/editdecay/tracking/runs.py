@@ -241,8 +241,11 @@ def _adopt_project_run(client: MlflowClient, experiment: str, run_name: str, tag
     """Under ``mlflow run``, the run it made (``MLFLOW_RUN_ID``), so one command leaves one run.
 
     Taken once per process: the variable is removed, so the runs of a sweep's trials (Ray workers
-    inherit the driver's environment) do not all write into the sweep's run. The run stays in the
-    experiment ``mlflow run`` chose (``--experiment-name``); a run id from another store is ignored.
+    inherit the driver's environment) do not all write into the sweep's run. Adopted only when
+    ``mlflow run`` put its run in the configured experiment (``--experiment-name``): runs cannot move
+    between experiments, and a sweep's parent must sit beside its trials for the UI to nest them.
+    Otherwise the project run gets a note saying where the results went. A run id from another
+    store is ignored.
     """
     run_id = os.environ.pop("MLFLOW_RUN_ID", None)
     if not run_id:
@@ -253,10 +256,12 @@ def _adopt_project_run(client: MlflowClient, experiment: str, run_name: str, tag
         return None
     exp = client.get_experiment(run.info.experiment_id)
     if exp.name != experiment:
-        print(f"editdecay: logging into the `mlflow run` run {run_id} in experiment '{exp.name}', not "
-              f"'{experiment}'; pass --experiment-name {experiment} to `mlflow run` to use the configured one",
-              file=sys.stderr, flush=True)
-        get_experiment_id(client, exp.name)  # tags its kind, so it opens on the runs table too
+        hint = (f"editdecay logs this command into experiment '{experiment}' (run '{run_name}'), not into this run "
+                f"in '{exp.name}'; `mlflow run ... --experiment-name {experiment}` makes them one run")
+        client.set_tag(run_id, "mlflow.note.content", hint)
+        print(f"editdecay: {hint}", file=sys.stderr, flush=True)
+        return None
+    get_experiment_id(client, exp.name)  # tags its kind and saved view if `mlflow run` created it
     client.update_run(run_id, name=run_name)
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if not k.startswith("mlflow.source")])
     return Tracker(client, run_id, run.info.experiment_id)
