@@ -77,8 +77,11 @@ def run_sweep(sweep: Sweep, *, storage: str | os.PathLike = "sweep-results", add
 
     out = out or sys.stdout  # looked up per call: a test harness may swap sys.stdout
 
+    from editdecay.sweep.capacity import load_autoscaler_config
+
     state_dir = Path(storage).resolve() / sweep.name
     uri, experiment = _tracking_of(sweep)
+    autoscaler = load_autoscaler_config(autoscaler_config)  # a bad --autoscaler-config fails before anything starts
     state = _check_state(sweep, state_dir, resume=resume, fresh=fresh)
     state_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(state_dir) + ".lock")
@@ -91,7 +94,7 @@ def run_sweep(sweep: Sweep, *, storage: str | os.PathLike = "sweep-results", add
         check_reachable(uri)
         started_ray = _connect(address or os.environ.get("RAY_ADDRESS"), connect_timeout)
         try:
-            _check_capacity(sweep, autoscaler_config, out)
+            _check_capacity(sweep, autoscaler, out)
             ensure_experiment(uri, experiment)
             if state is not None:  # resume: same parent run, stale trial runs ended first
                 _end_stale_runs(uri, experiment, state["sweep_id"], out)
@@ -220,16 +223,16 @@ def _probe(address: str, timeout: float) -> None:
                              "check --address / RAY_ADDRESS, or leave both unset to run locally") from None
 
 
-def _check_capacity(sweep: Sweep, autoscaler_config: str | os.PathLike | None, out) -> None:
+def _check_capacity(sweep: Sweep, autoscaler: dict[str, Any] | None, out) -> None:
     """Refuse a trial that can never fit; warn and let trials queue when the autoscaler can add what is missing."""
-    from editdecay.sweep.capacity import decide, load_autoscaler_config, reported_autoscaler_config
+    from editdecay.sweep.capacity import decide, reported_autoscaler_config
 
     res = sweep.spec.resources
     need = {"CPU": res.total_cpus(), "GPU": res.total_gpus()}
     have = ray.cluster_resources()
     if all(v <= have.get(k, 0.0) + 1e-9 for k, v in need.items()):
         return
-    autoscaler = load_autoscaler_config(autoscaler_config) or reported_autoscaler_config()
+    autoscaler = autoscaler or reported_autoscaler_config()
     verdict = decide(need, have, autoscaler, what=f"sweep {sweep.file}", single_node=res.workers == 0)
     if verdict.action == "refuse":
         raise ConfigError(verdict.message)
