@@ -293,3 +293,14 @@ def test_failing_trial_is_retried_then_failed_with_traceback_and_others_finish(t
         mlflow.set_tracking_uri(mlflow_server)
         text = mlflow.artifacts.load_text(f"runs:/{attempts[0].info.run_id}/error/traceback.txt")
         assert "Traceback" in text and "output" in text
+
+
+def test_sweep_with_failed_trials_ends_its_parent_run_failed_with_counts(two_node_sweep, mlflow_server):
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("sweep-cluster")
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.`editdecay.kind` = 'sweep'")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics["sweep.n_failed"] == 2 and parent.data.metrics["sweep.n_finished"] == 2
+    assert parent.data.tags["editdecay.n_failed"] == "2" and parent.data.tags["editdecay.n_finished"] == "2"

@@ -67,19 +67,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def cmd_server(args: argparse.Namespace) -> int:
     """Run an MLflow tracking server (sqlite backend, proxied artifacts) in the foreground."""
-    from editdecay.tracking.server import check_root, server_command
+    from editdecay.tracking.server import check_root, serve_foreground, server_command
 
     root = Path(args.root)
     check_root(root)
     print(f"editdecay server: http://{args.host}:{args.port}  (store {root.resolve()}/mlflow.db, artifacts "
           f"{root.resolve()}/artifacts)\n  clients: export MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
-    import subprocess
-
-    try:
-        return subprocess.call(server_command(root, args.host, args.port, args.workers,
-                                              [h for h in args.allowed_hosts.split(",") if h]))
-    except KeyboardInterrupt:
-        return 0
+    return serve_foreground(server_command(root, args.host, args.port, args.workers,
+                                           [h for h in args.allowed_hosts.split(",") if h]))
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
@@ -248,7 +243,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from editdecay.sweep.runner import run_sweep, seed_summary_table, summary_table, where_to_look, write_summary
 
     outcome = run_sweep(sweep, storage=args.storage, address=args.address, resume=args.resume, fresh=args.fresh,
-                        max_concurrent=args.max_concurrent, connect_timeout=args.connect_timeout)
+                        max_concurrent=args.max_concurrent, connect_timeout=args.connect_timeout,
+                        autoscaler_config=args.autoscaler_config)
     print(summary_table(outcome, sweep))
     if len({r["seed"] for r in outcome.rows}) > 1:
         print(f"\nover seeds:\n{seed_summary_table(outcome)}")
@@ -328,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for every trial (default: the config's)")
     p.add_argument("--max-concurrent", type=int, default=None, help="override the sweep file's max_concurrent_trials")
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for a Ray cluster address")
+    p.add_argument("--autoscaler-config", default=None,
+                   help="cluster launcher YAML: trials queue for GPUs its workers can add (default: ~/ray_bootstrap_config.yaml on a head)")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("report", help="tables, paired tests, plots and report.html for a sweep, read from MLflow",
                        description="tables, paired tests, plots and report.html for a sweep, read from MLflow")

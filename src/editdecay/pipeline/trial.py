@@ -37,6 +37,7 @@ from editdecay.editing.run import edit_records
 from editdecay.io import atomic_write_json
 from editdecay.metrics.survival import flip_table, survival
 from editdecay.pipeline.cache import StageCache, input_file_digests
+from editdecay.pipeline.resolved import edit_hparams, resolved_params, train_log_series
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,10 @@ class UntrackedRun:
     def log_text(self, text, artifact_file): pass  # noqa: E704
     def log_dict(self, data, artifact_file): pass  # noqa: E704
     def set_tags(self, tags): pass  # noqa: E704
+    def log_params(self, params): pass  # noqa: E704
+    def log_metric_steps(self, series): pass  # noqa: E704
+    def log_table(self, table, artifact_file): pass  # noqa: E704
+    def log_dataset(self, name, source, context, table=None, digest=None): pass  # noqa: E704
 
 
 def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
@@ -111,6 +116,8 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
     files = input_file_digests(cfg)
     run.log_text(records_to_jsonl(records), "edits/records.jsonl")
     keys: dict[str, str] = {"model": base_key, "records": records_key}
+    log_datasets(run, cfg, records, records_key)
+    edit_hp = edit_hparams(cfg, model)
 
     # -- base: evaluate the model as loaded
     base_eval, keys["eval.base"] = evaluate_stage(cache, cfg, "base", base_key, records, records_key,
@@ -137,6 +144,7 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
 
     # -- fine-tune: FT-only (base) and KE→FT (edited), each then evaluated
     ftonly_eval = ft_eval = None
+    ftonly_out = ft_out = None
     curve: list[dict[str, float]] = []
     if cfg.finetune.method != "none":
         # The edited layers determine the FT stage only when the layer selection refers to them.
@@ -180,6 +188,9 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
     for row in curve:
         run.log_metrics({f"curve.{k}": v for k, v in row.items() if k in ("es", "ps", "ns")}, step=int(row["step"]))
     run.log_text(per_edit.to_csv(index=False), "results/per_edit.csv")
+    run.log_table(per_edit, "results/per_edit_table.json")  # the same rows, shown as a grid in the UI
+    run.log_params(resolved_params(cfg, edit_hp, len(records),
+                                   [out for out in (ftonly_out, ft_out) if out is not None]))
     run.log_dict(metrics, "results/metrics.json")
     run.set_tags({"editdecay.stage_keys": json.dumps(keys, sort_keys=True),
                   "editdecay.cache_hits": ",".join(cache.hits), "editdecay.cache_misses": ",".join(cache.misses)})
@@ -271,6 +282,19 @@ def evaluate_stage(cache: StageCache, cfg: TrialConfig, group: str, model_key: s
             "per_edit": pd.read_parquet(out / "per_edit.parquet"), "dir": out}, key
 
 
+def log_datasets(run, cfg: TrialConfig, records: list[EditRecord], records_key: str) -> None:
+    """The edit records (profiled) and the fine-tuning data (name and source) as the run's inputs."""
+    table = pd.DataFrame([{"case_id": r.case_id, "subject": r.subject, "prompt": r.prompt,
+                           "target_new": r.target_new, "target_true": r.target_true} for r in records])
+    run.log_dataset(f"edits-{cfg.data.source}", cfg.data.path or f"world:seed={cfg.world.seed}", "edit", table,
+                    digest=records_key[:8])
+    if cfg.finetune.method != "none":
+        data = cfg.finetune.data
+        source = data.path or f"world:seed={cfg.world.seed}"
+        run.log_dataset(f"finetune-{data.source}", source, "train",
+                        digest=stable_hash({**data.model_dump(mode="json"), "world": cfg.world.seed}, length=8))
+
+
 def per_edit_table(evals: dict[str, dict[str, Any] | None]) -> pd.DataFrame:
     """One row per edit: ES/PS/NS of every group side by side (``es_base``, ``es_edit``, …)."""
     table: pd.DataFrame | None = None
@@ -291,6 +315,10 @@ def log_finetune_artifacts(run, cfg: TrialConfig, out: Path, path: str) -> None:
     info = json.loads((out / "finetune.json").read_text())
     run.log_metrics({f"{path.split('/')[-1]}.train.{k}": float(v) for k, v in info["metrics"].items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    trainer_log = out / "run" / "trainer_log.json"
+    if trainer_log.is_file():  # multi-process runs write it too (rank 0)
+        run.log_metric_steps(train_log_series(json.loads(trainer_log.read_text()), path.split("/")[-1]))
+        run.log_artifact(trainer_log, path)
     if cfg.tracking.log_weights == "none":
         return
     model_path = out / info["model_path"]

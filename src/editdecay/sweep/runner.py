@@ -78,13 +78,17 @@ class SweepOutcome:
 
 def run_sweep(sweep: Sweep, *, storage: str | os.PathLike = "sweep-results", address: str | None = None,
               resume: bool = False, fresh: bool = False, max_concurrent: int | None = None,
-              connect_timeout: float = 5.0, out=None) -> SweepOutcome:
+              connect_timeout: float = 5.0, autoscaler_config: str | os.PathLike | None = None,
+              out=None) -> SweepOutcome:
     from editdecay.tracking.runs import check_reachable, ensure_experiment, tracked_run
 
     out = out or sys.stdout  # looked up per call: a test harness may swap sys.stdout
 
+    from editdecay.sweep.capacity import load_autoscaler_config
+
     state_dir = Path(storage).resolve() / sweep.name
     uri, experiment = _tracking_of(sweep)
+    autoscaler = load_autoscaler_config(autoscaler_config)  # a bad --autoscaler-config fails before anything starts
     state = _check_state(sweep, state_dir, resume=resume, fresh=fresh)
     _check_trials(sweep)
     state_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +102,7 @@ def run_sweep(sweep: Sweep, *, storage: str | os.PathLike = "sweep-results", add
         check_reachable(uri)
         started_ray = _connect(address or os.environ.get("RAY_ADDRESS"), connect_timeout)
         try:
-            _check_capacity(sweep)
+            _check_capacity(sweep, autoscaler, out)
             ensure_experiment(uri, experiment)
             if state is not None:  # resume: same parent run, stale trial runs ended first
                 _end_stale_runs(uri, experiment, state["sweep_id"], out)
@@ -134,6 +138,11 @@ def run_sweep(sweep: Sweep, *, storage: str | os.PathLike = "sweep-results", add
                                     len(sweep.trials) - outcome.n_failed - outcome.n_not_run,
                                     "sweep.n_failed": outcome.n_failed, "sweep.n_not_run": outcome.n_not_run})
                 parent.log_text(summary_table(outcome, sweep) + "\n\n" + seed_summary_table(outcome), "summary.txt")
+                n_finished = len(sweep.trials) - outcome.n_failed - outcome.n_not_run
+                parent.set_tags({"editdecay.n_finished": n_finished, "editdecay.n_failed": outcome.n_failed,
+                                 "editdecay.n_not_run": outcome.n_not_run})
+                if outcome.n_failed or outcome.n_not_run:  # the UI's status column must not call such a sweep FINISHED
+                    parent.end_status = "FAILED"
             return outcome
         finally:
             if started_ray:
@@ -265,13 +274,20 @@ def _probe(address: str, timeout: float) -> None:
                              "check --address / RAY_ADDRESS, or leave both unset to run locally") from None
 
 
-def _check_capacity(sweep: Sweep) -> None:
+def _check_capacity(sweep: Sweep, autoscaler: dict[str, Any] | None, out) -> None:
+    """Refuse a trial that can never fit; warn and let trials queue when the autoscaler can add what is missing."""
+    from editdecay.sweep.capacity import decide, reported_autoscaler_config
+
     res = sweep.spec.resources
+    need = {"CPU": res.total_cpus(), "GPU": res.total_gpus()}
     have = ray.cluster_resources()
-    for kind, need in (("GPU", res.total_gpus()), ("CPU", res.total_cpus())):
-        if need > have.get(kind, 0.0) + 1e-9:
-            raise ConfigError(f"sweep {sweep.file}: resources ask for {need:g} {kind}s per trial but the Ray cluster has "
-                              f"{have.get(kind, 0.0):g}; lower resources.{kind.lower()} (or workers) or add nodes")
+    if all(v <= have.get(k, 0.0) + 1e-9 for k, v in need.items()):
+        return
+    autoscaler = autoscaler or reported_autoscaler_config()
+    verdict = decide(need, have, autoscaler, what=f"sweep {sweep.file}", single_node=res.workers == 0)
+    if verdict.action == "refuse":
+        raise ConfigError(verdict.message)
+    print(f"  warning: {verdict.message}", file=out, flush=True)
 
 
 def trial_resources(sweep: Sweep) -> dict[str, float] | tune.PlacementGroupFactory:
@@ -365,6 +381,7 @@ def trial_function(config: dict[str, Any], trials: dict[str, Any], context: dict
         return
     cfg = TrialConfig.model_validate(payload["config"])
     tags = {**ident, "editdecay.node_id": ray.get_runtime_context().get_node_id(),
+            "mlflow.source.name": f"editdecay sweep {context['sweep_id']}",  # not Ray's default_worker.py
             **{f"editdecay.axis.{k}": v for k, v in payload["axes"].items()}}
     result = run_trial(cfg, parent_run_id=context["parent_run_id"], run_name=trial_id, tags=tags)
     metrics = {k: v for k, v in result.metrics.items() if not math.isnan(v)}

@@ -10,15 +10,18 @@ Tracking URI: ``tracking_uri`` argument, else ``MLFLOW_TRACKING_URI``, else the 
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import platform
 import socket
 import subprocess
+import sys
 import time
 import traceback
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,8 +35,12 @@ from mlflow.tracking import MlflowClient
 
 from editdecay.errors import EditDecayError
 from editdecay.tracking import redact_uri, resolve_tracking_uri  # also imported from here by callers
+from editdecay.tracking.views import compare_view_tag
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+# The UI opens an experiment on the view its kind names; without the tag MLflow 3 guesses, and
+# guessed an empty GenAI overview for ours. Training runs belong on the runs table.
+EXPERIMENT_KIND = "custom_model_development"
 PACKAGES = ("editdecay", "torch", "transformers", "peft", "deepspeed", "datasets", "mlflow", "ray")
 
 
@@ -59,13 +66,17 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
 def get_experiment_id(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
-        try:
-            return client.create_experiment(name)
+        view_key, view_value = compare_view_tag(int(time.time() * 1000))
+        try:  # opens on the runs table, with a saved comparison view in its "Views" menu
+            return client.create_experiment(name, tags={"mlflow.experimentKind": EXPERIMENT_KIND, view_key: view_value})
         except MlflowException as err:
             raise TrackingError(f"cannot create experiment '{name}': {str(err).splitlines()[0]}") from None
     if exp.lifecycle_stage == "deleted":
         raise TrackingError(f"experiment '{name}' exists but is deleted; restore it (mlflow experiments restore "
                             f"--experiment-id {exp.experiment_id}) or choose another experiment name")
+    if "mlflow.experimentKind" not in exp.tags:  # made by `mlflow run` or an older editdecay
+        client.set_experiment_tag(exp.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
+        client.set_experiment_tag(exp.experiment_id, *compare_view_tag(int(time.time() * 1000)))
     return exp.experiment_id
 
 
@@ -74,8 +85,8 @@ def check_artifact_root(client: MlflowClient, experiment_id: str) -> None:
     location = client.get_experiment(experiment_id).artifact_location
     if location.startswith("file://"):
         location = location[len("file://"):]
-    elif "://" in location:  # mlflow-artifacts:, s3:, …: the server or the store checks it
-        return
+    elif "://" in location or location.split(":", 1)[0] in ("mlflow-artifacts", "dbfs", "runs", "models"):
+        return  # mlflow-artifacts:/1 (a proxying server), s3://, …: the server or the store checks it
     root = Path(location)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -88,7 +99,10 @@ def check_artifact_root(client: MlflowClient, experiment_id: str) -> None:
 
 
 def environment_tags() -> dict[str, str]:
-    tags = {"editdecay.host": platform.node(), "editdecay.python": platform.python_version()}
+    tags = {"editdecay.host": platform.node(), "editdecay.python": platform.python_version(),
+            # The UI's User and Source columns read these; the client API (unlike the fluent one) sets none.
+            "mlflow.user": _user(), "mlflow.source.type": "LOCAL",
+            "mlflow.source.name": " ".join(["editdecay", *sys.argv[1:2]]) if _is_cli() else Path(sys.argv[0] or "python").name}
     for pkg in PACKAGES:
         try:
             tags[f"editdecay.version.{pkg}"] = metadata.version(pkg)
@@ -104,6 +118,18 @@ def environment_tags() -> dict[str, str]:
     return tags
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return str(os.getuid())
+
+
+def _is_cli() -> bool:
+    argv0 = Path(sys.argv[0] or "")
+    return argv0.name == "editdecay" or argv0.parent.name == "editdecay"  # `editdecay …` or `python -m editdecay …`
+
+
 def _param_value(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value)
     return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
@@ -116,6 +142,8 @@ class Tracker:
     client: MlflowClient
     run_id: str
     experiment_id: str
+    # How the run ends when its block exits without an error; a sweep whose trials failed sets FAILED.
+    end_status: str = "FINISHED"
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         items = [Param(k, _param_value(v)) for k, v in params.items()]
@@ -144,6 +172,39 @@ class Tracker:
     def log_dict(self, data: Any, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, data, artifact_file)
 
+    def log_metric_steps(self, series: Mapping[str, list[tuple[int, float]]]) -> None:
+        """Metric histories at once: ``{"ft.train.loss": [(step, value), ...]}`` (the UI's line charts)."""
+        now = int(time.time() * 1000)
+        items = [Metric(name, float(v), now, int(step)) for name, points in series.items() for step, v in points]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    def log_table(self, table, artifact_file: str) -> None:
+        """A DataFrame as an MLflow table (``*.json``): the UI's artifact view shows it as a grid."""
+        self.client.log_table(self.run_id, data=table, artifact_file=artifact_file)
+
+    def log_dataset(self, name: str, source: str, context: str, table=None, digest: str | None = None) -> None:
+        """One input dataset of the run (the UI's Dataset column and lineage). ``table``: a DataFrame
+        to profile (small: the edit records); without it only name, source and ``digest`` are recorded."""
+        import mlflow.data
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        try:
+            src = resolve_dataset_source(source)
+        except Exception:  # generated data (the fact world): no file to point at; resolvers raise various errors
+            src = CodeDatasetSource({"editdecay.source": source})
+        if table is not None:
+            with warnings.catch_warnings():  # "integer columns cannot represent missing values": ours have none
+                warnings.simplefilter("ignore", UserWarning)
+                dataset = mlflow.data.from_pandas(table, source=src, name=name, digest=digest)
+        else:
+            dataset = MetaDataset(src, name=name, digest=digest)
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                                   tags=[InputTag("mlflow.data.context", context)])])
+
 
 @contextmanager
 def tracked_run(experiment: str, run_name: str, *, params: Mapping[str, Any] | None = None,
@@ -158,21 +219,74 @@ def tracked_run(experiment: str, run_name: str, *, params: Mapping[str, Any] | N
     all_tags = {**environment_tags(), **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    try:
-        run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
-    except MlflowException as err:
-        raise TrackingError(f"cannot start a run in experiment '{experiment}' at {redact_uri(uri)}: {str(err).splitlines()[0]}") from None
-    tracker = Tracker(client, run.info.run_id, experiment_id)
+    tracker = _adopt_project_run(client, experiment, run_name, all_tags) if not parent_run_id else None
+    if tracker is None:
+        try:
+            run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
+        except MlflowException as err:
+            raise TrackingError(f"cannot start a run in experiment '{experiment}' at {redact_uri(uri)}: "
+                                f"{str(err).splitlines()[0]}") from None
+        tracker = Tracker(client, run.info.run_id, experiment_id)
+    monitor = _system_metrics(tracker, uri)
     with _ended_as_it_went(tracker):
-        if params:
-            tracker.log_params(params)
-        yield tracker
+        try:
+            if params:
+                tracker.log_params(params)
+            yield tracker
+        finally:  # its last sample lands before the run ends
+            if monitor is not None:
+                monitor.finish()
+
+
+def _adopt_project_run(client: MlflowClient, experiment: str, run_name: str, tags: Mapping[str, Any]) -> Tracker | None:
+    """Under ``mlflow run``, the run it made (``MLFLOW_RUN_ID``), so one command leaves one run.
+
+    Taken once per process: the variable is removed, so the runs of a sweep's trials (Ray workers
+    inherit the driver's environment) do not all write into the sweep's run. Adopted only when
+    ``mlflow run`` put its run in the configured experiment (``--experiment-name``): runs cannot move
+    between experiments, and a sweep's parent must sit beside its trials for the UI to nest them.
+    Otherwise the project run gets a note saying where the results went. A run id from another
+    store is ignored.
+    """
+    run_id = os.environ.pop("MLFLOW_RUN_ID", None)
+    if not run_id:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    exp = client.get_experiment(run.info.experiment_id)
+    if exp.name != experiment:
+        hint = (f"editdecay logs this command into experiment '{experiment}' (run '{run_name}'), not into this run "
+                f"in '{exp.name}'; `mlflow run ... --experiment-name {experiment}` makes them one run")
+        client.set_tag(run_id, "mlflow.note.content", hint)
+        print(f"editdecay: {hint}", file=sys.stderr, flush=True)
+        return None
+    get_experiment_id(client, exp.name)  # tags its kind and saved view if `mlflow run` created it
+    client.update_run(run_id, name=run_name)
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items() if not k.startswith("mlflow.source")])
+    return Tracker(client, run_id, run.info.experiment_id)
+
+
+def _system_metrics(tracker: Tracker, uri: str):
+    """CPU/memory/disk/network (and GPU) as ``system/*`` metrics of the run, when psutil is installed.
+    ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING=false`` turns it off."""
+    if os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "").lower() in ("false", "0"):
+        return None
+    try:
+        import psutil  # noqa: F401
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    except ImportError:
+        return None
+    monitor = SystemMetricsMonitor(tracker.run_id, tracking_uri=uri)
+    monitor.start()
+    return monitor
 
 
 @contextmanager
 def _ended_as_it_went(tracker: "Tracker") -> Iterator[None]:
     """End the run FINISHED, KILLED (Ctrl-C) or FAILED with the traceback as an artifact: never RUNNING."""
-    status = "FINISHED"
+    status = None
     try:
         yield
     except KeyboardInterrupt:
@@ -186,7 +300,8 @@ def _ended_as_it_went(tracker: "Tracker") -> Iterator[None]:
             pass
         raise
     finally:
-        tracker.client.set_terminated(tracker.run_id, status=status)
+        # No error: end_status, read now because the block may set it (a sweep with failed trials)
+        tracker.client.set_terminated(tracker.run_id, status=status or tracker.end_status)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ of the head node), and accepts browser writes from those origins; everything els
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -111,15 +112,59 @@ def start_server(root: Path, host: str = "127.0.0.1", port: int = 5000, log_file
 
 
 def stop_server(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """Stop the server and its gunicorn/uvicorn workers (they share its process group)."""
-    if proc.poll() is not None:
-        return
+    """Stop the server and its gunicorn/uvicorn/job workers: they share its process group (it was
+    started in a session of its own), so the whole group is signalled, and SIGKILLed if any member
+    outlives ``timeout`` — a worker that outlives the leader would keep the port and the store."""
     try:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=timeout)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader, so the group check below sees only the others
+        if not _group_alive(proc.pid):
+            break
+        time.sleep(0.2)
+    else:
         try:
-            os.killpg(proc.pid, 9)
+            os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        proc.wait(timeout=timeout)
+    proc.wait(timeout=timeout)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any live member left? Zombies do not count: orphaned members are reparented to PID 1, which in
+    a container may never reap them, and waiting for those would always run into the timeout."""
+    import psutil
+
+    for p in psutil.process_iter(["status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(p.pid) == pgid:
+                return True
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return False
+
+
+class _Stop(Exception):
+    pass
+
+
+def serve_foreground(command: list[str]) -> int:
+    """Run the server until it exits, or until SIGTERM/SIGINT/SIGHUP reaches us; then stop its whole
+    process group. Killing ``editdecay server`` by its PID used to leave mlflow and its workers running."""
+
+    def stop(signum, frame):
+        raise _Stop(signum)
+
+    proc = subprocess.Popen(command, start_new_session=True)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        return proc.wait()
+    except _Stop:
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop_server(proc)
