@@ -39,10 +39,13 @@ def _config_and_overrides(args: argparse.Namespace):
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    """Build (or reuse) the fact world and toy model; print how well it recalls its facts."""
+    """Build (or reuse) the fact world and toy model; print how well it recalls its facts.
+    For a named source (``smollm2-135m``) or a ``.gguf`` file: fetch/convert it once, print provenance."""
     from editdecay.world.toy import ensure_toy_model, read_report, toy_dir
 
     cfg = _config_and_overrides(args)
+    if cfg.model.name != "toy":
+        return _prepare_pretrained(cfg, args)
     cached = toy_dir(cfg).is_dir() and not args.force
     print(f"editdecay prepare: {'reusing' if cached else 'building'} the toy {cfg.model.toy.arch} model "
           f"for fact world seed {cfg.world.seed}", flush=True)
@@ -58,6 +61,24 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     print(f"  build time  {report.build_seconds:.0f} s" + ("  (cached; --force rebuilds)" if cached else ""))
     if args.json:
         print(json.dumps({"model_dir": str(model_dir), **report.__dict__}))
+    return 0
+
+
+def _prepare_pretrained(cfg, args: argparse.Namespace) -> int:
+    from editdecay.model_sources import prepared_model_dir, read_provenance
+
+    print(f"editdecay prepare: model {cfg.model.name}", flush=True)
+    model_dir = prepared_model_dir(cfg.model.name, cfg.cache_dir)
+    if model_dir is None:
+        print("  nothing to prepare: hub ids and model directories are loaded as they are")
+        return 0
+    prov = read_provenance(model_dir) or {}
+    print(f"  model dir   {model_dir}")
+    for key in ("package", "version", "wheel_sha256", "license", "upstream", "path", "sha256", "n_parameters"):
+        if key in prov:
+            print(f"  {key:<13} {prov[key]}")
+    if args.json:
+        print(json.dumps({"model_dir": str(model_dir), **prov}))
     return 0
 
 

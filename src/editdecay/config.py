@@ -99,6 +99,8 @@ class DataConfig(Section):
     # zsRE target convention: "memit" (target_new = answers[0], as MEMIT/AlphaEdit's code and the
     # study do) or "easyedit" (target_new = alt, target_true = answers[0]).
     zsre_target: Literal["memit", "easyedit"] = "memit"
+    # MEMIT's zsRE class scores NS on ``loc + "?"``; false keeps the file's ``loc`` as written.
+    zsre_loc_question_mark: bool = True
     on_bad_record: Literal["error", "skip"] = "error"
 
     @model_validator(mode="after")
