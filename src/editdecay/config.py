@@ -113,7 +113,8 @@ class DataConfig(Section):
 class StatsConfig(Section):
     """Second moments C = E[k kᵀ] of the MLP-output-projection input (``editdecay stats``).
 
-    ``corpus``: ``world`` (the fact world's corpus, offline default), a local text file (one text
+    ``corpus``: ``world`` (the fact world's corpus, offline default), a named offline English corpus
+    (``wordnet-glosses``, ``python-docstrings``: :mod:`editdecay.editing.corpora`), a local text file (one text
     per non-empty line), or anything ``datasets.load_dataset`` reads (hub id such as
     ``wikitext`` with ``dataset_config: wikitext-103-raw-v1``, or a local path).
     """
