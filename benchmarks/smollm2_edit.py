@@ -24,8 +24,11 @@ def main() -> None:
     ap.add_argument("--templates", type=int, default=None, help="edit.n_context_templates (default: the row's)")
     ap.add_argument("--steps", type=int, default=None, help="edit.v_num_grad_steps (default: the row's)")
     ap.add_argument("--lambdas", default="15000,5000,1500,500")
+    ap.add_argument("--z-cache", default=None, help="save z here, or reuse it if the file exists (same settings)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
+
+    import torch
 
     from editdecay.config import load_config
     from editdecay.editing.alphaedit import AlphaEditSession
@@ -55,7 +58,12 @@ def main() -> None:
     t_eval = time.perf_counter() - t
     session = MemitSession(model, tokenizer, hp, moments)
     t = time.perf_counter()
-    targets = compute_zs(model, tokenizer, records, hp, session.templates)
+    if args.z_cache and Path(args.z_cache).is_file():
+        targets = torch.load(args.z_cache)
+    else:
+        targets = compute_zs(model, tokenizer, records, hp, session.templates)
+        if args.z_cache:
+            torch.save(targets, args.z_cache)
     t_z = time.perf_counter() - t
     print(f"stats {t_stats:.0f} s, evaluation {t_eval:.1f} s, z {t_z:.0f} s (loss {targets[1]['z.final_loss']:.3f})")
     print(f"{'editor':<10} {'lambda':>7} {'ES':>6} {'PS':>6} {'NS':>6} {'update s':>9}")
