@@ -288,6 +288,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from editdecay.io import atomic_directory
     from editdecay.models import load_model, resolve_model_path
 
+    check_output_dir(args.out)
     cfg = _config_and_overrides(args)
     records = edit_records(cfg)[: args.records]
     model, tokenizer = load_model(cfg.model, resolve_model_path(cfg))

