@@ -170,7 +170,8 @@ def test_zsre_sample_loads_memit(zsre_rows):
     assert first.target_new == "Illinois Institute of Technology" == zsre_rows[0]["answers"][0]
     assert first.target_true is None
     assert first.paraphrase_prompts == ("What university did Watts Humphrey take part in?",)
-    assert first.neighborhood_prompts == ("nq question: who played desmond doss father in hacksaw ridge",)
+    # MEMIT's dsets/zsre.py scores NS on loc + "?"; the file's NQ questions have none.
+    assert first.neighborhood_prompts == ("nq question: who played desmond doss father in hacksaw ridge?",)
     assert first.neighborhood_answers == ("Hugo Weaving",)
     assert first.style == "zsre" and first.relation_id is None
     assert first.meta == {"alt": "University of Michigan", "answers": ["Illinois Institute of Technology"], "pred": "Trinity College"}
@@ -296,6 +297,16 @@ def test_records_jsonl_roundtrip(tmp_path):
 
 # --------------------------------------------------------------------------------------------
 # source: hf (real `datasets` on local files)
+
+
+def test_zsre_loc_question_mark_matches_reference_or_is_kept_on_request(zsre_rows):
+    with_mark = load_edit_file(DataConfig(source="zsre", path=str(ZSRE_SAMPLE)))
+    as_written = load_edit_file(DataConfig(source="zsre", path=str(ZSRE_SAMPLE), zsre_loc_question_mark=False))
+    assert [r.neighborhood_prompts[0] for r in as_written] == [row["loc"] for row in zsre_rows]
+    assert [r.neighborhood_prompts[0] for r in with_mark] == [row["loc"] + "?" for row in zsre_rows]
+    # a loc that is already a question keeps its single "?" (the fact world's probes are)
+    (rec,) = convert_zsre([dict(zsre_rows[0], loc="nq question: who wrote hamlet?")])
+    assert rec.neighborhood_prompts == ("nq question: who wrote hamlet?",)
 
 
 def test_hf_local_jsonl_counterfact(tmp_path):

@@ -43,10 +43,13 @@ def _config_and_overrides(args: argparse.Namespace):
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    """Build (or reuse) the fact world and toy model; print how well it recalls its facts."""
+    """Build (or reuse) the fact world and toy model; print how well it recalls its facts.
+    For a named source (``smollm2-135m``) or a ``.gguf`` file: fetch/convert it once, print provenance."""
     from editdecay.world.toy import ensure_toy_model, read_report, toy_dir
 
     cfg = _config_and_overrides(args)
+    if cfg.model.name != "toy":
+        return _prepare_pretrained(cfg, args)
     cached = toy_dir(cfg).is_dir() and not args.force
     print(f"editdecay prepare: {'reusing' if cached else 'building'} the toy {cfg.model.toy.arch} model "
           f"for fact world seed {cfg.world.seed}", flush=True)
@@ -62,6 +65,24 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     print(f"  build time  {report.build_seconds:.0f} s" + ("  (cached; --force rebuilds)" if cached else ""))
     if args.json:
         print(json.dumps({"model_dir": str(model_dir), **report.__dict__}))
+    return 0
+
+
+def _prepare_pretrained(cfg, args: argparse.Namespace) -> int:
+    from editdecay.model_sources import prepared_model_dir, read_provenance
+
+    print(f"editdecay prepare: model {cfg.model.name}", flush=True)
+    model_dir = prepared_model_dir(cfg.model.name, cfg.cache_dir)
+    if model_dir is None:
+        print("  nothing to prepare: hub ids and model directories are loaded as they are")
+        return 0
+    prov = read_provenance(model_dir) or {}
+    print(f"  model dir   {model_dir}")
+    for key in ("package", "version", "wheel_sha256", "license", "upstream", "path", "sha256", "n_parameters"):
+        if key in prov:
+            print(f"  {key:<13} {prov[key]}")
+    if args.json:
+        print(json.dumps({"model_dir": str(model_dir), **prov}))
     return 0
 
 
@@ -284,6 +305,52 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    """Causal tracing of the MLP at the subject's last token; writes the curve and proposes edit layers."""
+    from editdecay.editing.run import edit_records
+    from editdecay.editing.trace import propose_layers, trace_mlp
+    from editdecay.io import atomic_directory
+    from editdecay.models import load_model, resolve_model_path
+
+    check_output_dir(args.out)
+    cfg = _config_and_overrides(args)
+    records = edit_records(cfg)[: args.records]
+    model, tokenizer = load_model(cfg.model, resolve_model_path(cfg))
+    result = trace_mlp(model, tokenizer, records, window=args.window, n_noise=args.noise_samples, seed=cfg.seed)
+    proposal = propose_layers(result, args.n_layers)
+    with atomic_directory(Path(args.out)) as tmp:
+        _write_trace(tmp, result, proposal, len(records), cfg.model.name)
+    print(f"editdecay trace: {len(records)} records, window {result.window}, p(clean) {result.clean_prob:.3f}, "
+          f"p(corrupted) {result.corrupted_prob:.3f}")
+    peak = max(result.layers, key=lambda i: result.indirect_effect[i])
+    print(f"  peak        layer {peak} (indirect effect {result.indirect_effect[peak]:+.4f})")
+    print(f"  proposal    edit.layers={proposal}")
+    print(f"  output      {args.out}/trace.csv, trace.png, trace.json")
+    return 0
+
+
+def _write_trace(out: Path, result, proposal: list[int], n_records: int, model_name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = ["layer,indirect_effect"] + [f"{layer},{ie:.6f}" for layer, ie in zip(result.layers, result.indirect_effect)]
+    (out / "trace.csv").write_text("\n".join(lines) + "\n")
+    (out / "trace.json").write_text(json.dumps({
+        "model": model_name, "records": n_records, "window": result.window, "clean_prob": result.clean_prob,
+        "corrupted_prob": result.corrupted_prob, "indirect_effect": result.indirect_effect,
+        "proposed_layers": proposal}, indent=2) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(result.layers, result.indirect_effect, color=["tab:red" if i in proposal else "tab:gray" for i in result.layers])
+    ax.set_xlabel("layer (centre of restored MLP window)")
+    ax.set_ylabel("indirect effect on p(answer)")
+    ax.set_title(f"{model_name}: MLP at the subject's last token, {n_records} records, window {result.window}")
+    fig.tight_layout()
+    fig.savefig(out / "trace.png", dpi=120)
+    plt.close(fig)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="editdecay", description="Do knowledge edits survive fine-tuning?")
     parser.add_argument("--version", action="version", version=f"editdecay {__version__}")
@@ -313,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("trial", cmd_trial, "run one tracked trial (base, FT-only, KE-only, KE->FT) and log it to MLflow")
     p.add_argument("--force", action="store_true", help="recompute every stage instead of reusing the stage cache")
     add("config", cmd_config, "validate a config and print it resolved, with its hash")
+    p = add("trace", cmd_trace, "causal tracing: where the model recalls facts (MLP indirect effect per layer); proposes edit layers")
+    p.add_argument("--out", required=True, help="output directory (trace.csv, trace.png, trace.json)")
+    p.add_argument("--records", type=int, default=50, help="how many edit records to trace (the first N)")
+    p.add_argument("--window", type=int, default=5, help="consecutive MLP layers restored around each layer")
+    p.add_argument("--noise-samples", type=int, default=10, help="noise draws per record")
+    p.add_argument("--n-layers", type=int, default=5, help="how many contiguous layers to propose")
     p = sub.add_parser("sweep", help="run a sweep file's grid of trials with Ray Tune, tracked in MLflow",
                        description="run a sweep file's grid of trials with Ray Tune, tracked in MLflow")
     p.add_argument("file", help="sweep YAML (sweeps/*.yaml)")

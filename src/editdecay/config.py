@@ -100,6 +100,8 @@ class DataConfig(Section):
     # zsRE target convention: "memit" (target_new = answers[0], as MEMIT/AlphaEdit's code and the
     # study do) or "easyedit" (target_new = alt, target_true = answers[0]).
     zsre_target: Literal["memit", "easyedit"] = "memit"
+    # MEMIT's zsRE class scores NS on ``loc + "?"``; false keeps the file's ``loc`` as written.
+    zsre_loc_question_mark: bool = True
     on_bad_record: Literal["error", "skip"] = "error"
 
     @model_validator(mode="after")
@@ -112,7 +114,8 @@ class DataConfig(Section):
 class StatsConfig(Section):
     """Second moments C = E[k kᵀ] of the MLP-output-projection input (``editdecay stats``).
 
-    ``corpus``: ``world`` (the fact world's corpus, offline default), a local text file (one text
+    ``corpus``: ``world`` (the fact world's corpus, offline default), a named offline English corpus
+    (``wordnet-glosses``, ``python-docstrings``: :mod:`editdecay.editing.corpora`), a local text file (one text
     per non-empty line), or anything ``datasets.load_dataset`` reads (hub id such as
     ``wikitext`` with ``dataset_config: wikitext-103-raw-v1``, or a local path).
     """

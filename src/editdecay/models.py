@@ -159,12 +159,16 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def resolve_model_path(cfg: "TrialConfig") -> str:
-    """The path or hub id to load: ``toy`` is built (or found) under the cache; others as given."""
+    """The path or hub id to load: ``toy`` is built (or found) under the cache, a named source
+    (``smollm2-135m``) or a ``.gguf`` file is converted once into the cache; others as given."""
     if cfg.model.name == "toy":
         from editdecay.world.toy import ensure_toy_model
 
         return str(ensure_toy_model(cfg))
-    return cfg.model.name
+    from editdecay.model_sources import prepared_model_dir
+
+    prepared = prepared_model_dir(cfg.model.name, cfg.cache_dir)
+    return str(prepared) if prepared is not None else cfg.model.name
 
 
 # --------------------------------------------------------------------------------------------

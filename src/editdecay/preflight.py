@@ -70,7 +70,15 @@ def _check_model(name: str, cfg: TrialConfig) -> int | None:
     """The model's layer count where it can be known without loading it (toy, local directory)."""
     if name == "toy":
         return cfg.model.toy.n_layer
+    from editdecay.model_sources import MODEL_SOURCES
+
+    if name in MODEL_SOURCES:  # a named source, fetched on first use
+        return MODEL_SOURCES[name].n_layers
     p = Path(name).expanduser()
+    if name.lower().endswith(".gguf"):  # converted once into the cache (editdecay.model_sources)
+        if not p.is_file():
+            raise ModelLoadError(f"model.name: GGUF file '{name}' does not exist; give the path of a .gguf file")
+        return None
     if p.is_dir():
         config = p / "config.json"
         if not config.is_file():

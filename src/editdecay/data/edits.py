@@ -25,8 +25,10 @@ A zsRE row has a question ``src`` about ``subject``, the true ``answers`` and a 
 
 Both conventions share the rest of MEMIT's mapping: ``prompt`` is ``src`` with the first occurrence
 of ``subject`` replaced by ``{}``, ``case_id`` is the row index unless the row has a ``case_id``,
-``paraphrase_prompts = [rephrase]``, ``neighborhood_prompts = [loc]`` (kept as written, with its
-``nq question: `` prefix) and ``neighborhood_answers = [loc_ans]``. Targets and answers are stripped
+``paraphrase_prompts = [rephrase]``, ``neighborhood_prompts = [loc + "?"]`` (its ``nq question: ``
+prefix kept; MEMIT's ``dsets/zsre.py`` appends the "?" that the file's NQ questions lack before
+scoring ``loc_ans``; ``data.zsre_loc_question_mark: false`` keeps ``loc`` as written, and a ``loc``
+that already ends with "?" is not given a second one) and ``neighborhood_answers = [loc_ans]``. Targets and answers are stripped
 of surrounding whitespace (some ``alt`` values start with a space); all text is normalized to
 Unicode NFC and otherwise kept as is. ``alt``, ``answers`` and ``pred`` are kept in ``meta``.
 """
@@ -81,7 +83,8 @@ def load_edit_file(cfg: DataConfig, *, hf_cache_dir: str | os.PathLike[str] | No
     if fmt == "counterfact":
         return convert_counterfact(rows, cfg.on_bad_record, source=source)
     if fmt == "zsre":
-        return convert_zsre(rows, cfg.zsre_target, cfg.on_bad_record, source=source)
+        return convert_zsre(rows, cfg.zsre_target, cfg.on_bad_record, source=source,
+                            loc_question_mark=cfg.zsre_loc_question_mark)
     return convert_records(rows, cfg.on_bad_record, source=source)
 
 
@@ -187,11 +190,12 @@ def convert_zsre(
     on_bad_record: OnBadRecord = "error",
     *,
     source: str = "zsre",
+    loc_question_mark: bool = True,
 ) -> list[EditRecord]:
     """MEND-eval zsRE rows; ``target`` picks the convention (see the module docstring)."""
     if target not in ("memit", "easyedit"):
         raise ValueError(f"zsRE target convention must be 'memit' or 'easyedit', got {target!r}")
-    return _convert(rows, lambda row, index: _zsre_record(row, index, target), source, on_bad_record)
+    return _convert(rows, lambda row, index: _zsre_record(row, index, target, loc_question_mark), source, on_bad_record)
 
 
 def convert_records(
@@ -254,7 +258,7 @@ def _counterfact_record(row: Mapping[str, Any], index: int) -> EditRecord:
     )
 
 
-def _zsre_record(row: Mapping[str, Any], index: int, target: ZsreTarget) -> EditRecord:
+def _zsre_record(row: Mapping[str, Any], index: int, target: ZsreTarget, loc_question_mark: bool = True) -> EditRecord:
     subject = _text(row, "subject")
     src = _text(row, "src")
     if not subject.strip():
@@ -279,11 +283,15 @@ def _zsre_record(row: Mapping[str, Any], index: int, target: ZsreTarget) -> Edit
         target_new=answer if target == "memit" else alt,
         target_true=None if target == "memit" else answer,
         paraphrase_prompts=[_text(row, "rephrase")],
-        neighborhood_prompts=[_text(row, "loc")],
+        neighborhood_prompts=[_loc_prompt(_text(row, "loc"), loc_question_mark)],
         neighborhood_answers=[_target(row, "loc_ans")],
         style="zsre",
         meta={k: v for k, v in meta.items() if v is not None},
     )
+
+
+def _loc_prompt(loc: str, question_mark: bool) -> str:
+    return loc + "?" if question_mark and not loc.rstrip().endswith("?") else loc
 
 
 def _own_record(row: Mapping[str, Any], index: int) -> EditRecord:

@@ -96,6 +96,10 @@ def context_templates(model: torch.nn.Module, tokenizer, n: int, length: int, se
 # Reading the model at the subject's last token
 
 
+class _StopForward(Exception):
+    """Raised by a reading hook: the rest of the forward pass is not needed."""
+
+
 def _run_rows(model: torch.nn.Module, tokenizer, seqs: list[Encoded], module: torch.nn.Module,
               what: str) -> torch.Tensor:
     """``module``'s input (``what='input'``) or output at each sequence's subject-last token."""
@@ -107,12 +111,24 @@ def _run_rows(model: torch.nn.Module, tokenizer, seqs: list[Encoded], module: to
         rows = torch.arange(len(chunk), device=device)
         cols = torch.tensor([s.lookup for s in chunk], device=device)
         got: dict[str, torch.Tensor] = {}
-        if what == "input":
-            handle = module.register_forward_pre_hook(lambda _m, args: got.__setitem__("x", args[0][rows, cols]))
-        else:
-            handle = module.register_forward_hook(lambda _m, _a, o: got.__setitem__("x", hidden_of(o)[rows, cols]))
+
+        # Stop the forward pass once the value is read: the later blocks and the LM head (49k
+        # logits per token on Llama-type models) are not needed.
+        def read_input(_m, args):
+            got["x"] = args[0][rows, cols]
+            raise _StopForward
+
+        def read_output(_m, _a, o):
+            got["x"] = hidden_of(o)[rows, cols]
+            raise _StopForward
+
+        handle = (module.register_forward_pre_hook(read_input) if what == "input"
+                  else module.register_forward_hook(read_output))
         with hooks([handle]), torch.no_grad():
-            model(input_ids=ids, attention_mask=mask, use_cache=False)
+            try:
+                model(input_ids=ids, attention_mask=mask, use_cache=False)
+            except _StopForward:
+                pass
         out.append(got["x"].float())
     return torch.cat(out)
 
@@ -313,13 +329,16 @@ class MemitSession:
     def after_batch(self, keys: dict[int, torch.Tensor]) -> None:
         """Hook for session state that carries to the next batch (AlphaEdit)."""
 
-    def edit(self, records: Sequence[EditRecord]) -> EditResult:
+    def edit(self, records: Sequence[EditRecord],
+             targets: tuple[torch.Tensor, dict[str, float]] | None = None) -> EditResult:
+        """``targets``: ``compute_zs``' result for these records, when already computed (z does not
+        depend on λ or the editor: benchmarks/smollm2_edit.py sweeps both over one z)."""
         records = list(records)
         if not records:
             raise EditError("no edit records to apply")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        zs, z_norms = compute_zs(self.model, self.tokenizer, records, self.hp, self.templates)
+        zs, z_norms = targets or compute_zs(self.model, self.tokenizer, records, self.hp, self.templates)
         timings["z"] = time.perf_counter() - t0
         z_layer = max(self.layers)
         snapshot = WeightSnapshot.take(self.model, self.layers)

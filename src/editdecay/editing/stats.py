@@ -67,6 +67,11 @@ def load_corpus(cfg: TrialConfig) -> Corpus:
             texts += world.corpus(epoch_seed=10_000 + epoch)
             epoch += 1
         return Corpus(f"world-{stable_hash(cfg.world)}", texts[:n])
+    from editdecay.editing.corpora import NAMED_CORPORA
+
+    if s.corpus in NAMED_CORPORA:
+        corpus_id, texts = NAMED_CORPORA[s.corpus](n)
+        return Corpus(corpus_id, texts)
     path = Path(s.corpus).expanduser()
     if path.is_file() and path.suffix.lower() in (".txt", ".text", ""):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
