@@ -22,7 +22,7 @@ def test_stats_then_edit_write_every_output(toy_model_dir, tmp_path, capsys):
     assert main(["edit", TINY, *COMMON, "edit.num_edits=8", "edit.method=alphaedit", "edit.chunk_size=4",
                  "--out", str(out)]) == 0
     assert "alphaedit, 8 edits" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "deltas.safetensors", "metrics.json",
+    assert sorted(p.name for p in out.iterdir()) == [".editdecay-output", "config.yaml", "deltas.safetensors", "metrics.json",
                                                      "per_edit.parquet", "records.jsonl"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["edit.n_edits"] == 8 and metrics["edit.es"] >= 0.75 and metrics["base.es"] == 0.0

@@ -8,15 +8,19 @@ which is how ``MLproject`` entry points pass them. User errors print one line an
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from editdecay import __version__
-from editdecay.errors import EditDecayError
+from editdecay.errors import EditDecayError, Terminated
+from editdecay.io import check_output_dir
 
 log = logging.getLogger("editdecay")
 
@@ -72,21 +76,25 @@ def cmd_server(args: argparse.Namespace) -> int:
     import subprocess
 
     try:
-        return subprocess.call(server_command(root, args.host, args.port, args.workers))
+        return subprocess.call(server_command(root, args.host, args.port, args.workers,
+                                              [h for h in args.allowed_hosts.split(",") if h]))
     except KeyboardInterrupt:
         return 0
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
     """One tracked trial: base → edit → fine-tune → evaluate → survival, logged to MLflow."""
-    from editdecay.pipeline.trial import GROUPS, run_trial
-    from editdecay.tracking.runs import resolve_tracking_uri
+    from editdecay.preflight import check_trial_inputs
 
     cfg = _config_and_overrides(args)
+    check_trial_inputs(cfg)  # before torch, MLflow or any run exists
+    from editdecay.pipeline.trial import GROUPS, run_trial
+    from editdecay.tracking import redact_uri, resolve_tracking_uri
+
     result = run_trial(cfg, force=args.force)
     m = result.metrics
     print(f"editdecay trial '{cfg.name}': run {result.run_id} in experiment '{cfg.tracking.experiment}' "
-          f"({resolve_tracking_uri(cfg.tracking.uri)}), {result.seconds:.0f} s")
+          f"({redact_uri(resolve_tracking_uri(cfg.tracking.uri))}), {result.seconds:.0f} s")
     print(f"  {'group':8s} {'ES':>6s} {'PS':>6s} {'NS':>6s} {'DS':>6s}")
     for group in GROUPS:
         if f"{group}.es" in m:
@@ -104,7 +112,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     cfg = _config_and_overrides(args)
     print(f"# config hash {stable_hash(cfg)}")
-    print(to_yaml(cfg), end="")
+    print(to_yaml(cfg, redact=True), end="")
     return 0
 
 
@@ -127,6 +135,7 @@ def cmd_world(args: argparse.Namespace) -> int:
     from editdecay.world.export import export_world
 
     cfg = _config_and_overrides(args)
+    check_output_dir(args.out)
     written = export_world(cfg.world, Path(args.out))
     for name, path in written.items():
         print(f"  {name:18s} {path}")
@@ -140,6 +149,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from editdecay.models import resolve_model_path
 
     cfg = _config_and_overrides(args)
+    check_output_dir(args.out)
     model_dir = args.model or resolve_model_path(cfg)
     ds_before = _downstream(cfg, model_dir, None) if args.ds else {}
     result = finetune(cfg, model_dir, args.out)
@@ -176,6 +186,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from editdecay.models import load_model, resolve_model_path
 
     cfg = _config_and_overrides(args)
+    if args.out:
+        check_output_dir(args.out)
     target = Path(args.model) if args.model else None
     if target is not None and any((target / sub).is_dir() for sub in ("adapter", "merged", "model")):
         model, tokenizer = load_finetuned(target, args.base, cfg.model)  # a finetune output directory
@@ -212,6 +224,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     from editdecay.editing.run import run_edit
 
     cfg = _config_and_overrides(args)
+    check_output_dir(args.out)
     metrics = run_edit(cfg, args.out)
     print(f"editdecay edit: {cfg.edit.method}, {metrics['edit.n_edits']} edits in {metrics['edit.seconds']:.1f} s "
           f"({metrics['edit.edits_per_second']:.1f} edits/s)")
@@ -238,10 +251,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                         max_concurrent=args.max_concurrent, connect_timeout=args.connect_timeout)
     print(summary_table(outcome, sweep))
     write_summary(outcome, sweep, Path(args.storage).resolve() / sweep.name)
-    print(f"{len(sweep.trials) - outcome.n_failed} of {len(sweep.trials)} trials finished"
-          + (f", {outcome.n_failed} failed (--resume re-runs them)" if outcome.n_failed else ""))
+    n_finished = len(sweep.trials) - outcome.n_failed - outcome.n_not_run
+    print(f"{n_finished} of {len(sweep.trials)} trials finished"
+          + (f", {outcome.n_failed} failed" if outcome.n_failed else "")
+          + (f", {outcome.n_not_run} not run" if outcome.n_not_run else "")
+          + (" (--resume runs them)" if outcome.n_failed or outcome.n_not_run else ""))
     print(where_to_look(outcome))
-    return 1 if outcome.n_failed else 0
+    return 1 if outcome.n_failed or outcome.n_not_run else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -267,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to serve a cluster)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--allowed-hosts", default="", help="extra comma-separated names clients use for this server "
+                   "(its own names and addresses are allowed automatically with --host 0.0.0.0)")
     p.set_defaults(func=cmd_server)
     p = add("trial", cmd_trial, "run one tracked trial (base, FT-only, KE-only, KE->FT) and log it to MLflow")
     p.add_argument("--force", action="store_true", help="recompute every stage instead of reusing the stage cache")
@@ -316,14 +334,45 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    previous = _sigterm_as_interrupt()
     try:
         return int(args.func(args) or 0)
     except EditDecayError as err:
         print(f"editdecay: error: {err}", file=sys.stderr)
         return err.exit_code
+    except Terminated:
+        print("editdecay: terminated (SIGTERM); runs in progress were ended KILLED", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("editdecay: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            print(f"editdecay: error: disk full writing {err.filename or 'a file'} ({err.strerror}); free space "
+                  "or point cache_dir / --out / the tracking store at another disk", file=sys.stderr)
+            return 1
+        raise
+    except Exception as err:
+        if "No space left on device" in str(err):  # safetensors and others wrap ENOSPC in their own errors
+            print(f"editdecay: error: disk full ({str(err).splitlines()[0]}); free space or point cache_dir / "
+                  "--out / the tracking store at another disk", file=sys.stderr)
+            return 1
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so one path —
+    the one Ctrl-C takes — ends runs KILLED and removes temporary files. Returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from editdecay.errors import ConfigError, DataError
 
@@ -28,7 +28,8 @@ from editdecay.errors import ConfigError, DataError
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable once built."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: lr=inf or a NaN weight is never a setting, and would pass gt/ge bounds.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class WorldConfig(Section):
@@ -134,7 +135,7 @@ class EditConfig(Section):
 
     method: Literal["none", "memit", "alphaedit"] = "memit"
     num_edits: int = Field(100, ge=1)
-    layers: list[int] | None = None
+    layers: list[int] | None = Field(None, min_length=1)  # null for the default, never empty
     # Sequential editing: apply the edits in chunks of this size (None: one batch).
     chunk_size: int | None = Field(None, ge=1)
     # MEMIT (Meng et al. 2022): covariance weight λ, z optimisation (steps, lr, norm clamp, KL, wd).
@@ -234,6 +235,12 @@ class FinetuneConfig(Section):
     num_processes: int = Field(1, ge=1)
     data: FinetuneDataConfig = FinetuneDataConfig()
 
+    @model_validator(mode="after")
+    def _layers_not_empty(self) -> "FinetuneConfig":
+        if isinstance(self.layers, list) and not self.layers:
+            raise ValueError("finetune.layers is an empty list; give layer indices, or all / edited / non_edited")
+        return self
+
 
 class EvalConfig(Section):
     batch_size: int = Field(32, ge=1)
@@ -258,6 +265,15 @@ class TrackingConfig(Section):
     uri: str | None = None
     log_weights: Literal["none", "deltas_adapters", "full"] = "deltas_adapters"
     curve_edits: int = Field(32, ge=1)  # the decay curve evaluates this fixed subset of the edits
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, uri: str | None) -> str | None:
+        if uri is not None:
+            from editdecay.tracking import check_tracking_uri
+
+            check_tracking_uri(uri, None)
+        return uri
 
 
 class TrialConfig(Section):
@@ -422,5 +438,12 @@ def stable_hash(obj: BaseModel | dict[str, Any] | list[Any], length: int = 12) -
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def to_yaml(cfg: BaseModel) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+def to_yaml(cfg: BaseModel, redact: bool = False) -> str:
+    """The config as YAML; ``redact`` hides credentials in ``tracking.uri`` (for anything logged,
+    printed or written next to results; not for a file a process reads the config back from)."""
+    data = cfg.model_dump(mode="json")
+    if redact and isinstance(data.get("tracking"), dict) and data["tracking"].get("uri"):
+        from editdecay.tracking import redact_uri
+
+        data["tracking"]["uri"] = redact_uri(data["tracking"]["uri"])
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

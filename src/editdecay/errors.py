@@ -22,3 +22,8 @@ class DataError(EditDecayError):
 
 class ModelLoadError(EditDecayError):
     """A model or tokenizer cannot be loaded (no network, missing directory, unsupported type)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Slurm, Kubernetes, ``ray job stop``), raised like Ctrl-C so every run
+    ends KILLED the same way; the CLI exits 143 (128 + SIGTERM)."""

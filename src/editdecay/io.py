@@ -1,14 +1,71 @@
-"""Files are written whole or not at all: write to a temporary name beside the target, then rename."""
+"""Files are written whole or not at all: write to a temporary name beside the target, then rename.
+
+Output directories are never someone else's: every directory the tool writes carries a marker file
+(:data:`OUTPUT_MARKER`), and an existing directory is replaced only if it has one (or is empty).
+``.``, ``/``, the home directory and any directory above the current one are always refused.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from editdecay.errors import EditDecayError
+
+OUTPUT_MARKER = ".editdecay-output"
+
+
+class OutputDirError(EditDecayError):
+    """An output directory the tool would have to replace is not one it wrote."""
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Refuse to write (and so replace) ``path`` unless it is new, empty, or written by this tool."""
+    path = Path(path)
+    target = path.expanduser().resolve()
+    cwd, home = Path.cwd().resolve(), Path.home().resolve()
+    if target == Path(target.anchor) or target == home or target == cwd or target in cwd.parents:
+        name = "the current directory" if target == cwd else ("your home directory" if target == home
+                                                              else "a directory above the current one")
+        raise OutputDirError(f"{what} {path}: refusing to replace {name}; give a new directory, e.g. {what} out")
+    if target.exists():
+        if not target.is_dir():
+            raise OutputDirError(f"{what} {path}: is a file, not a directory; give a new directory")
+        if (target / OUTPUT_MARKER).is_file():
+            return target
+        if any(target.iterdir()):
+            raise OutputDirError(f"{what} {path}: directory exists, is not empty and was not written by editdecay "
+                                 f"(no {OUTPUT_MARKER}); give a new or empty directory, or remove it yourself")
+    return target
+
+
+def mark_output_dir(path: str | os.PathLike) -> None:
+    """Mark ``path`` as written by editdecay, so a later run may replace it."""
+    (Path(path) / OUTPUT_MARKER).write_text("written by editdecay; a later run may replace this directory\n")
+
+
+def replace_directory(tmp: Path, path: Path) -> None:
+    """Put the finished directory ``tmp`` at ``path``; an old ``path`` (checked: ours) goes away
+    only after the new one is in place, and a crash in between leaves one of the two whole."""
+    check_output_dir(path, "output directory")
+    if path.exists():
+        old = path.parent / f".{path.name}.{tmp_tag()}.old.tmp"
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def tmp_tag() -> str:
+    """Host and process id in temporary names: a later run can tell whose leftover it is."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -43,14 +100,17 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
 
 @contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``path`` only if the block completes."""
+    """Yield a temporary directory that replaces ``path`` only if the block completes.
+
+    ``path`` must be new, empty or marked as ours (:func:`check_output_dir`), checked before the
+    block runs; the result carries the marker."""
     path = Path(path)
+    check_output_dir(path, "output directory")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{tmp_tag()}.", suffix=".tmp"))
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        mark_output_dir(tmp)
+        replace_directory(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -363,7 +363,7 @@ def _case_id(row: Mapping[str, Any], index: int) -> int | str:
 def load_edit_dataset(cfg: TrialConfig) -> list[EditRecord]:
     """The trial's edit records: the fact world's (``data.source: world``) or a file's."""
     if cfg.data.source != "world":
-        return load_edit_file(cfg.data)
+        return check_unique_case_ids(load_edit_file(cfg.data), cfg.data.path)
     from editdecay.world.facts import World
 
     world = World(cfg.world)
@@ -372,3 +372,22 @@ def load_edit_dataset(cfg: TrialConfig) -> list[EditRecord]:
         return convert_zsre(world.zsre_rows(), target=cfg.data.zsre_target, on_bad_record=cfg.data.on_bad_record,
                             source="world zsre")
     return world.counterfact_records()
+
+
+def check_unique_case_ids(records: list[EditRecord], source: str | None) -> list[EditRecord]:
+    """Per-edit tables are joined on ``case_id``: a repeated id (or ``5`` and ``"5"``, which the
+    tables cannot tell apart) would cross-join rows, so it fails here, at load, naming the ids."""
+    seen: dict[str, int | str] = {}
+    repeated: list[str] = []
+    for r in records:
+        text = str(r.case_id)
+        if text in seen:
+            first = seen[text]
+            repeated.append(repr(r.case_id) if type(first) is type(r.case_id) else f"{first!r} and {r.case_id!r}")
+        else:
+            seen[text] = r.case_id
+    if repeated:
+        more = f" (and {len(repeated) - 5} more)" if len(repeated) > 5 else ""
+        raise DataError(f"data.path: {source}: case_id repeated: {', '.join(repeated[:5])}{more}; every record needs "
+                        "its own case_id (5 and \"5\" count as the same)")
+    return records

@@ -43,14 +43,15 @@ def run_stats(cfg: TrialConfig, model=None, tokenizer=None) -> dict[int, Any]:
     return second_moments(model, tokenizer, cfg, list(hp.layers))
 
 
-def apply_edits(cfg: TrialConfig, model, tokenizer, records, progress: bool = True):
-    """The configured editor applied to ``model`` in place: ``(hparams, EditResult)``."""
+def apply_edits(cfg: TrialConfig, model, tokenizer, records, progress: bool = True, force_stats: bool = False):
+    """The configured editor applied to ``model`` in place: ``(hparams, EditResult)``;
+    ``force_stats`` recomputes the layer statistics instead of reading them from the cache."""
     from editdecay.editing.hparams import resolve_hparams
     from editdecay.editing.registry import get_editor, run_edits
     from editdecay.editing.stats import second_moments
 
     hp = resolve_hparams(model, cfg.edit)
-    moments = second_moments(model, tokenizer, cfg, list(hp.layers), progress=progress)
+    moments = second_moments(model, tokenizer, cfg, list(hp.layers), progress=progress, force=force_stats)
     return hp, run_edits(get_editor(cfg.edit.method, hp), model, tokenizer, records, moments, cfg.edit.chunk_size)
 
 
@@ -88,6 +89,6 @@ def run_edit(cfg: TrialConfig, out: str | os.PathLike, model=None, tokenizer=Non
         table.to_parquet(tmp / "per_edit.parquet", index=False)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
         (tmp / "records.jsonl").write_text(records_to_jsonl(records), encoding="utf-8")
-        (tmp / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        (tmp / "config.yaml").write_text(to_yaml(cfg, redact=True), encoding="utf-8")
     log.info("edit: wrote %s", Path(out))
     return metrics

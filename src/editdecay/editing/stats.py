@@ -236,8 +236,10 @@ def read_moment(path: Path, expect: dict[str, str]) -> tuple[torch.Tensor, dict[
 
 
 def second_moments(model: torch.nn.Module, tokenizer, cfg: TrialConfig, layers: list[int],
-                   *, progress: bool = True) -> dict[int, torch.Tensor]:
-    """C for each layer, from the cache or computed (all missing layers in one pass), then cached."""
+                   *, progress: bool = True, force: bool = False) -> dict[int, torch.Tensor]:
+    """C for each layer, from the cache or computed (all missing layers in one pass), then cached.
+    ``force`` (the trial's ``--force``) recomputes every layer; a cached file that cannot be read
+    (truncated, corrupted) is reported in one line and recomputed."""
     from editdecay.models import model_fingerprint
 
     layers = check_layers(layers, model, key="edit.layers")
@@ -249,15 +251,21 @@ def second_moments(model: torch.nn.Module, tokenizer, cfg: TrialConfig, layers: 
     missing = []
     for layer in layers:
         path = out_dir / f"layer{layer}.safetensors"
-        if path.is_file():
-            result[layer], _ = read_moment(path, key.metadata(layer))
-        else:
-            missing.append(layer)
+        if path.is_file() and not force:
+            try:
+                result[layer], _ = read_moment(path, key.metadata(layer))
+                continue
+            except EditError:
+                raise
+            except Exception as err:  # safetensors/OS errors: a truncated or corrupted file
+                log.warning("stats: %s is unreadable (%s); recomputing it", path, str(err).splitlines()[0] if str(err) else type(err).__name__)
+                print(f"editdecay: layer statistics {path} are unreadable; recomputing them", flush=True)
+        missing.append(layer)
     if not missing:
         return result
 
     partial_path = out_dir / f"partial-layers{'-'.join(map(str, missing))}.safetensors"
-    resume = _load_partial(partial_path, key, missing)
+    resume = None if force else _load_partial(partial_path, key, missing)
     if resume is not None:
         log.info("stats: resuming layers %s from batch %d (%d tokens)", missing, resume.batches_done, resume.count)
 
@@ -287,10 +295,16 @@ def second_moments(model: torch.nn.Module, tokenizer, cfg: TrialConfig, layers: 
 def _load_partial(path: Path, key: StatsKey, layers: list[int]) -> Partial | None:
     if not path.is_file():
         return None
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        expect = key.metadata(-1)
-        if any(meta.get(k) != expect[k] for k in ("fingerprint", "corpus_id", "n_samples", "max_length", "dtype")):
-            raise EditError(f"stats partial sum {path} belongs to another model or setting; delete it to recompute")
-        sums = {layer: f.get_tensor(f"sum{layer}") for layer in layers}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            expect = key.metadata(-1)
+            if any(meta.get(k) != expect[k] for k in ("fingerprint", "corpus_id", "n_samples", "max_length", "dtype")):
+                raise EditError(f"stats partial sum {path} belongs to another model or setting; delete it to recompute")
+            sums = {layer: f.get_tensor(f"sum{layer}") for layer in layers}
+    except EditError:
+        raise
+    except Exception:  # a partial sum cut short by a kill: start the pass over
+        log.warning("stats: partial sum %s is unreadable; starting the pass over", path)
+        return None
     return Partial(sums=sums, count=int(meta["count"]), batches_done=int(meta["batches_done"]))

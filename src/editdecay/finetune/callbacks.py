@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from editdecay.errors import EditDecayError
 from editdecay.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -83,3 +85,23 @@ class DecayCurveCallback(TrainerCallback):
         writer.writeheader()
         writer.writerows(self.curve)
         atomic_write_text(out_dir / CURVE_CSV, buf.getvalue())
+
+
+class NonFiniteLossError(EditDecayError):
+    """The training loss became NaN or infinite: the fine-tuned model is garbage, not a result."""
+
+
+class NonFiniteLossGuard(TrainerCallback):
+    """Stop training at the first logged NaN/inf loss (the Trainer's own NaN filter is off, so a
+    diverged step reaches the log): a diverged run must fail, never finish as a success."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "eval_loss"):
+            value = (logs or {}).get(key)
+            if isinstance(value, (int, float)) and not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"fine-tuning diverged: {key} is {value} at step {state.global_step} (lr {self.lr:g}); "
+                    "lower finetune.lr (or raise finetune.warmup_steps / lower finetune.max_grad_norm)")

@@ -5,8 +5,11 @@ resolve layers → build the data → wrap in adapters (LoRA/DoRA) or freeze blo
 ``Trainer`` (with DeepSpeed for full FT) → save → rename into place.
 
 The run writes into ``.<out>.partial`` beside ``out_dir`` and renames it when complete, so
-``out_dir`` is never half-written. An interrupted run leaves the partial directory with the
-Trainer's checkpoints; running again with the same ``out_dir`` resumes from the last one.
+``out_dir`` is never half-written; an existing ``out_dir`` is replaced only if editdecay wrote it
+(:func:`editdecay.io.check_output_dir`). An interrupted run leaves the partial directory with the
+Trainer's checkpoints and a resume key (a hash of everything that determines the training run);
+running again with the same ``out_dir`` resumes from the last checkpoint only if the key matches,
+else it logs a warning and starts fresh. A NaN/inf loss fails the run (``NonFiniteLossError``).
 
 Output directory::
 
@@ -32,13 +35,14 @@ import torch
 
 from editdecay.config import TrialConfig, to_yaml
 from editdecay.finetune.adapters import apply_adapters
-from editdecay.finetune.callbacks import DecayCurveCallback, EvaluateFn
+from editdecay.finetune.callbacks import DecayCurveCallback, EvaluateFn, NonFiniteLossError, NonFiniteLossGuard
 from editdecay.finetune.data import build_finetune_data
 from editdecay.finetune.distributed import (check_precision, deepspeed_config, deepspeed_session, is_main_process,
                                             world_size, zero_stage)
 from editdecay.finetune.layers import freeze_for_full_ft, resolve_layers
 from editdecay.finetune.recipe import Recipe, resolve_recipe
-from editdecay.io import atomic_write_json, atomic_write_text
+from editdecay.io import (OUTPUT_MARKER, OutputDirError, atomic_write_json, atomic_write_text, check_output_dir,
+                          mark_output_dir, replace_directory)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evalu
     ft = cfg.finetune
     out_dir = Path(out_dir)
     # Everything checkable without the model, before anything is loaded or written.
+    check_output_dir(out_dir, "output directory")
     check_precision(ft.precision)
     ds_config = deepspeed_config(ft.deepspeed) if ft.method == "full" else None
     recipe = resolve_recipe(ft, world_size())
@@ -80,6 +85,7 @@ def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evalu
 
     model, tokenizer = load_model(cfg.model, model_dir)
     layers = resolve_layers(ft.layers, model, cfg.edit, edited_layers)
+    resume_key = _resume_key(cfg, model, layers)
     tokenizer.padding_side = "right"  # training pads right; generation (DS eval) pads left
     data = build_finetune_data(ft.data, tokenizer, model.config.model_type, recipe.cutoff_len, cfg.seed, cfg.world)
 
@@ -93,13 +99,23 @@ def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evalu
              ft.method, layers, f"{n_trainable:,}", f"{n_total:,}", len(data.train), len(data.val), data.template)
 
     work = partial_dir(out_dir)
+    if is_main_process():
+        _prepare_work(work, resume_key, ft.resume)
     with deepspeed_session(ds_config is not None):
         trainer, curve_cb = _build_trainer(cfg, recipe, model, tokenizer, data, work, ds_config, evaluate_fn)
         resume = _last_checkpoint(work / "checkpoints") if ft.resume else None
         if resume:
             log.info("resuming from %s", resume)
         start = time.perf_counter()
-        out = trainer.train(resume_from_checkpoint=resume)
+        try:
+            out = trainer.train(resume_from_checkpoint=resume)
+            if not math.isfinite(float(out.training_loss)):
+                raise NonFiniteLossError(f"fine-tuning diverged: the mean training loss is {out.training_loss} "
+                                         f"(lr {recipe.lr:g}); lower finetune.lr")
+        except NonFiniteLossError:
+            if is_main_process():  # its checkpoints hold a diverged run: nothing worth resuming
+                shutil.rmtree(work, ignore_errors=True)
+            raise
         seconds = time.perf_counter() - start
         eval_metrics = trainer.evaluate() if data.val else {}
 
@@ -109,20 +125,60 @@ def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evalu
         if is_main_process():
             atomic_write_json(work / "metrics.json", metrics)
             atomic_write_json(work / "trainer_log.json", trainer.state.log_history)
-            atomic_write_text(work / "config.yaml", to_yaml(cfg))
+            atomic_write_text(work / "config.yaml", to_yaml(cfg, redact=True))
             if curve_cb:
                 curve_cb.save(work)
             if not ft.keep_checkpoints:
                 shutil.rmtree(work / "checkpoints", ignore_errors=True)
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            work.rename(out_dir)
+            (work / RESUME_KEY_FILE).unlink(missing_ok=True)
+            replace_directory(work, out_dir)
         trainer.accelerator.wait_for_everyone()  # other ranks return only once the directory is in place
     log.info("finetune done: loss %.4f -> %.4f in %.0f s; wrote %s", metrics["first_loss"], metrics["last_loss"],
              seconds, out_dir)
     rel = lambda p: out_dir / p.relative_to(work) if p is not None else None  # noqa: E731
     return FinetuneResult(out_dir=out_dir, method=ft.method, layers=layers, model_path=rel(model_path),
                           merged_path=rel(merged_path), metrics=metrics, curve=curve)
+
+
+RESUME_KEY_FILE = "resume_key.json"
+
+
+def _resume_key(cfg: TrialConfig, model, layers: list[int]) -> str:
+    """What determines the training run: a checkpoint is resumed only by the config that wrote it.
+    Knobs that do not change the trained weights (resume, checkpoint keeping, logging) are left out."""
+    from editdecay.config import stable_hash
+    from editdecay.models import model_fingerprint
+    from editdecay.pipeline.cache import input_file_digests
+
+    ft = cfg.finetune.model_dump(mode="json")
+    for knob in ("resume", "keep_checkpoints", "logging_steps", "save_strategy", "save_steps"):
+        ft.pop(knob, None)
+    files = input_file_digests(cfg)
+    return stable_hash({"finetune": ft, "seed": cfg.seed, "world": cfg.world.model_dump(mode="json"),
+                        "layers": list(layers), "model": model_fingerprint(model),
+                        "ft_data": files["ft_data"], "deepspeed": files["deepspeed"]}, length=16)
+
+
+def _prepare_work(work: Path, resume_key: str, resume: bool) -> None:
+    """The partial directory, marked as ours and holding the resume key; checkpoints of another
+    config (or any, with ``finetune.resume=false``) are discarded with a warning, never resumed."""
+    import json
+
+    if work.exists():
+        if not (work / OUTPUT_MARKER).is_file() and any(work.iterdir()):
+            raise OutputDirError(f"{work} exists and was not written by editdecay; move it away and run again")
+        try:
+            recorded = json.loads((work / RESUME_KEY_FILE).read_text())["key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = None
+        if recorded != resume_key or not resume:
+            if (work / "checkpoints").exists():
+                why = "finetune.resume=false" if resume else "they were written by another config (finetune.*, seed, model or data differ)"
+                log.warning("finetune: discarding the checkpoints in %s: %s; training starts fresh", work, why)
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    mark_output_dir(work)
+    atomic_write_json(work / RESUME_KEY_FILE, {"key": resume_key})
 
 
 def training_arguments(cfg: TrialConfig, recipe: Recipe, output_dir: Path, ds_config: dict | None, has_val: bool):
@@ -146,6 +202,7 @@ def training_arguments(cfg: TrialConfig, recipe: Recipe, output_dir: Path, ds_co
         lr_scheduler_type="linear",
         logging_steps=ft.logging_steps,
         logging_first_step=True,
+        logging_nan_inf_filter=False,  # a NaN/inf loss must reach the log, where NonFiniteLossGuard fails the run
         save_strategy="no" if ft.save_strategy == "none" else ft.save_strategy,
         save_steps=ft.save_steps,
         save_total_limit=2,
@@ -168,7 +225,7 @@ def _build_trainer(cfg, recipe, model, tokenizer, data, work: Path, ds_config, e
     from transformers import DataCollatorForSeq2Seq, Trainer
 
     args = training_arguments(cfg, recipe, work / "checkpoints", ds_config, bool(data.val))
-    callbacks = []
+    callbacks = [NonFiniteLossGuard(recipe.lr)]
     curve_cb = None
     if evaluate_fn is not None:
         every = cfg.finetune.curve_every or max(1, _total_steps(len(data.train), recipe) // 10)

@@ -36,7 +36,7 @@ from editdecay.data.records import EditRecord, records_to_jsonl
 from editdecay.editing.run import edit_records
 from editdecay.io import atomic_write_json
 from editdecay.metrics.survival import flip_table, survival
-from editdecay.pipeline.cache import StageCache
+from editdecay.pipeline.cache import StageCache, input_file_digests
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,24 @@ class TrialResult:
 def run_trial(cfg: TrialConfig, *, force: bool = False, parent_run_id: str | None = None,
               run_name: str | None = None, tags: dict[str, str] | None = None) -> TrialResult:
     """One trial as one MLflow run (nested under ``parent_run_id`` in a sweep); see :func:`trial_recipe`."""
+    from editdecay.preflight import check_trial_inputs
     from editdecay.tracking.runs import tracked_run
 
+    check_trial_inputs(cfg)  # missing files, layer ranges: one line, before a run exists
+    params = trial_params(cfg)
     run_tags = {"editdecay.config_hash": stable_hash(cfg), "editdecay.version": __version__, **(tags or {})}
-    with tracked_run(cfg.tracking.experiment, run_name or cfg.name, params=flatten(cfg), tags=run_tags,
+    with tracked_run(cfg.tracking.experiment, run_name or cfg.name, params=params, tags=run_tags,
                      tracking_uri=cfg.tracking.uri, parent_run_id=parent_run_id) as run:
         return trial_recipe(cfg, run, force=force)
+
+
+def trial_params(cfg: TrialConfig) -> dict[str, Any]:
+    """The run's params: the flattened config, with credentials in the tracking URI replaced by ***."""
+    from editdecay.tracking import redact_uri
+
+    params = flatten(cfg)
+    params["tracking.uri"] = redact_uri(params.get("tracking.uri"))
+    return params
 
 
 class UntrackedRun:
@@ -87,7 +99,7 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
 
     start = time.perf_counter()
     cache = StageCache(Path(cfg.cache_dir), force=force)
-    run.log_text(to_yaml(cfg), "config.yaml")
+    run.log_text(to_yaml(cfg, redact=True), "config.yaml")
 
     # -- setup: the base model, the edit records, the downstream rows
     base_dir = resolve_model_path(cfg)
@@ -95,23 +107,26 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
     base_key = model_fingerprint(model)[:16]
     records = edit_records(cfg)
     records_key = stable_hash([r.to_dict() for r in records], length=16)
+    # Input files by content, not path: a file changed in place must not be answered from the cache.
+    files = input_file_digests(cfg)
     run.log_text(records_to_jsonl(records), "edits/records.jsonl")
     keys: dict[str, str] = {"model": base_key, "records": records_key}
 
     # -- base: evaluate the model as loaded
     base_eval, keys["eval.base"] = evaluate_stage(cache, cfg, "base", base_key, records, records_key,
-                                                  lambda: (model, tokenizer))
+                                                  lambda: (model, tokenizer), files)
     del model
 
     # -- edit (KE-only): deltas + the edited model, then evaluate it
     edited_dir, edited_key = base_dir, base_key
     if cfg.edit.method != "none":
         edit_out, keys["edit"] = cache.get_or_build(
-            "edit", {"model": base_key, "records": records_key, "edit": cfg.edit.model_dump(mode="json")},
-            lambda d: build_edit(cfg, base_dir, records, d))
+            "edit", {"model": base_key, "records": records_key, "edit": cfg.edit.model_dump(mode="json"),
+                     "stats_corpus": files["stats_corpus"]},
+            lambda d: build_edit(cfg, base_dir, records, d, force_stats=force))
         edited_dir, edited_key = edit_out / "model", keys["edit"]
         edit_eval, keys["eval.edit"] = evaluate_stage(cache, cfg, "edit", edited_key, records, records_key,
-                                                      lambda: load_model(cfg.model, edited_dir))
+                                                      lambda: load_model(cfg.model, edited_dir), files)
         edit_info = json.loads((edit_out / "edit.json").read_text())
         edited_layers = edit_info["layers"]
         run.log_metrics({f"edit.seconds.{k}": v for k, v in edit_info["timings"].items()})
@@ -128,19 +143,20 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
         selects_edited = cfg.finetune.layers in ("edited", "non_edited")
         ft_inputs = {"finetune": cfg.finetune.model_dump(mode="json"), "seed": cfg.seed,
                      "world": cfg.world.model_dump(mode="json"),
-                     "edited_layers": edited_layers if selects_edited else None}
+                     "edited_layers": edited_layers if selects_edited else None,
+                     "ft_data": files["ft_data"], "deepspeed": files["deepspeed"]}
         ftonly_out, keys["finetune.ftonly"] = cache.get_or_build(
             "finetune", {**ft_inputs, "model": base_key},
             lambda d: build_finetune(cfg, base_dir, d, None, edited_layers))
         ftonly_eval, keys["eval.ftonly"] = evaluate_stage(cache, cfg, "ftonly", keys["finetune.ftonly"], records,
-                                                          records_key, lambda: load_ft(cfg, ftonly_out, base_dir))
+                                                          records_key, lambda: load_ft(cfg, ftonly_out, base_dir), files)
         if cfg.edit.method != "none":
             curve_records = records[: cfg.tracking.curve_edits]
             ft_out, keys["finetune.ft"] = cache.get_or_build(
                 "finetune", {**ft_inputs, "model": edited_key, "curve": [records_key, cfg.tracking.curve_edits]},
                 lambda d: build_finetune(cfg, edited_dir, d, curve_records, edited_layers))
             ft_eval, keys["eval.ft"] = evaluate_stage(cache, cfg, "ft", keys["finetune.ft"], records, records_key,
-                                                      lambda: load_ft(cfg, ft_out, edited_dir))
+                                                      lambda: load_ft(cfg, ft_out, edited_dir), files)
             curve_file = ft_out / "decay_curve.json"
             curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
             log_finetune_artifacts(run, cfg, ft_out, "finetune/ft")
@@ -176,12 +192,13 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
 # Stages: each builds into a directory the cache hands it, and touches nothing else
 
 
-def build_edit(cfg: TrialConfig, base_dir: str | Path, records: list[EditRecord], out: Path) -> None:
+def build_edit(cfg: TrialConfig, base_dir: str | Path, records: list[EditRecord], out: Path,
+               force_stats: bool = False) -> None:
     from editdecay.editing.run import apply_edits
     from editdecay.models import load_model
 
     model, tokenizer = load_model(cfg.model, base_dir)
-    hp, result = apply_edits(cfg, model, tokenizer, records, progress=False)
+    hp, result = apply_edits(cfg, model, tokenizer, records, progress=False, force_stats=force_stats)
     result.deltas.save(out / "deltas.safetensors")
     model.save_pretrained(out / "model", safe_serialization=True)  # what fine-tuning starts from
     tokenizer.save_pretrained(out / "model")
@@ -232,7 +249,7 @@ def load_ft(cfg: TrialConfig, out: Path, base_dir: str | Path):
 
 
 def evaluate_stage(cache: StageCache, cfg: TrialConfig, group: str, model_key: str, records: list[EditRecord],
-                   records_key: str, load) -> tuple[dict[str, Any], str]:
+                   records_key: str, load, files: dict[str, str | None]) -> tuple[dict[str, Any], str]:
     """ES/PS/NS per edit and DS for one model group; cached by (model, records, eval config)."""
 
     def build(out: Path) -> None:
@@ -247,7 +264,8 @@ def evaluate_stage(cache: StageCache, cfg: TrialConfig, group: str, model_key: s
         atomic_write_json(out / "ds_predictions.json", ds.predictions)
 
     inputs = {"model": model_key, "records": records_key, "eval": cfg.eval.model_dump(mode="json"),
-              "world": cfg.world.model_dump(mode="json"), "template": cfg.finetune.data.template}
+              "world": cfg.world.model_dump(mode="json"), "template": cfg.finetune.data.template,
+              "ds_data": files["ds_data"]}
     out, key = cache.get_or_build("eval", inputs, build)
     return {"metrics": json.loads((out / "metrics.json").read_text()),
             "per_edit": pd.read_parquet(out / "per_edit.parquet"), "dir": out}, key

@@ -47,6 +47,7 @@ from ray import tune
 from editdecay.errors import ConfigError, EditDecayError
 from editdecay.io import atomic_write_json, atomic_write_text
 from editdecay.sweep.grid import Sweep, format_table
+from editdecay.tracking import redact_uri
 
 STATE_FILE = "editdecay_sweep.json"
 SUMMARY_METRICS = ("edit.es", "ft.es", "survival.efr", "ft.ds.acc")
@@ -62,7 +63,13 @@ class SweepOutcome:
 
     @property
     def n_failed(self) -> int:
-        return sum(1 for r in self.rows if r["status"] != "FINISHED")
+        """Trials that ran and did not finish (FAILED, KILLED); never-started ones are not failures."""
+        return sum(1 for r in self.rows if r["status"] not in ("FINISHED", "NOT RUN"))
+
+    @property
+    def n_not_run(self) -> int:
+        """Trials that never started (the sweep was stopped first, e.g. by Ctrl-C)."""
+        return sum(1 for r in self.rows if r["status"] == "NOT RUN")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -79,6 +86,7 @@ def run_sweep(sweep: Sweep, *, storage: str | os.PathLike = "sweep-results", add
     state_dir = Path(storage).resolve() / sweep.name
     uri, experiment = _tracking_of(sweep)
     state = _check_state(sweep, state_dir, resume=resume, fresh=fresh)
+    _check_trials(sweep)
     state_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(state_dir) + ".lock")
     try:
@@ -100,7 +108,7 @@ def run_sweep(sweep: Sweep, *, storage: str | os.PathLike = "sweep-results", add
                 sweep_id = state["sweep_id"]
             else:
                 if fresh and state_dir.exists():
-                    shutil.rmtree(state_dir)
+                    _discard_state(state_dir, uri, experiment, out)
                 sweep_id = f"{sweep.name}-{uuid.uuid4().hex[:8]}"
                 parent_cm = tracked_run(experiment, sweep.name, params=_sweep_params(sweep),
                                         tags={"editdecay.sweep": sweep_id, "editdecay.kind": "sweep",
@@ -109,14 +117,22 @@ def run_sweep(sweep: Sweep, *, storage: str | os.PathLike = "sweep-results", add
                 state = {"sweep_id": sweep_id, "parent_run_id": parent.run_id, "tracking_uri": uri,
                          "experiment": experiment, "file": str(sweep.file.resolve()), "grid_hash": sweep.grid_hash(),
                          "trials": sweep.trial_hashes()}
-                atomic_write_json(state_dir / STATE_FILE, state)
+                atomic_write_json(state_dir / STATE_FILE, {**state, "tracking_uri": redact_uri(uri)})
                 parent.log_text(sweep.file.read_text(), "sweep.yaml")
                 print(f"editdecay sweep '{sweep.name}': {len(sweep.trials)} trials, parent run {parent.run_id} "
-                      f"in experiment '{experiment}' ({uri})", file=out, flush=True)
-                _fit(sweep, state_dir, state, resume=resume, max_concurrent=max_concurrent)
+                      f"in experiment '{experiment}' ({redact_uri(uri)})", file=out, flush=True)
+                try:
+                    _fit(sweep, state_dir, state, resume=resume, max_concurrent=max_concurrent)
+                finally:
+                    # Tune stops (Ctrl-C, SIGTERM) by killing trial actors: their runs cannot end themselves.
+                    if started_ray:
+                        ray.shutdown()
+                        started_ray = False
+                    _end_stale_runs(uri, experiment, sweep_id, out, reason="sweep stopped before this trial ended")
                 outcome = _outcome(sweep, state)
                 parent.log_metrics({"sweep.n_trials": len(sweep.trials), "sweep.n_finished":
-                                    len(sweep.trials) - outcome.n_failed, "sweep.n_failed": outcome.n_failed})
+                                    len(sweep.trials) - outcome.n_failed - outcome.n_not_run,
+                                    "sweep.n_failed": outcome.n_failed, "sweep.n_not_run": outcome.n_not_run})
                 parent.log_text(summary_table(outcome, sweep), "summary.txt")
             return outcome
         finally:
@@ -159,6 +175,18 @@ def _check_state(sweep: Sweep, state_dir: Path, *, resume: bool, fresh: bool) ->
     return state
 
 
+def _check_trials(sweep: Sweep) -> None:
+    """Every trial's files and layer ranges, before Ray starts: a bad value fails the sweep once,
+    in one line naming the trial, instead of failing (and being retried) in every trial."""
+    from editdecay.preflight import check_trial_inputs
+
+    for t in sweep.trials:
+        try:
+            check_trial_inputs(t.config)
+        except EditDecayError as err:
+            raise type(err)(f"sweep {sweep.file}, trial {t.trial_id}: {err}") from None
+
+
 def _grid_diff(old: dict[str, str], new: dict[str, str]) -> str:
     changed = [t for t in new if t in old and old[t] != new[t]]
     added = [t for t in new if t not in old]
@@ -175,14 +203,36 @@ def _sweep_params(sweep: Sweep) -> dict[str, Any]:
             **{f"sweep.resources.{k}": v for k, v in sweep.spec.resources.model_dump().items()}}
 
 
-def _end_stale_runs(uri: str, experiment: str, sweep_id: str, out) -> None:
+def _discard_state(state_dir: Path, uri: str, experiment: str, out) -> None:
+    """``--fresh``: end the previous sweep's runs left RUNNING (its driver is gone: we hold the
+    lock), then remove its state directory — only if it is one (it holds our state file)."""
+    import json
+
+    file = state_dir / STATE_FILE
+    if not file.is_file():
+        if any(state_dir.iterdir()):
+            raise EditDecayError(f"--fresh: {state_dir} is not a sweep state directory (no {STATE_FILE}); "
+                                 "move it away or use another --storage")
+        return
+    try:
+        old_id = json.loads(file.read_text())["sweep_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        old_id = None
+    if old_id:
+        _end_stale_runs(uri, experiment, old_id, out, include_parent=True,
+                        reason="sweep restarted with --fresh; this run's driver was gone")
+    shutil.rmtree(state_dir)
+
+
+def _end_stale_runs(uri: str, experiment: str, sweep_id: str, out, include_parent: bool = False,
+                    reason: str = "sweep driver died; re-run on --resume") -> None:
     from editdecay.tracking.runs import mark_runs_terminated, search_runs_by_tags
 
     stale = search_runs_by_tags(uri, experiment, {"editdecay.sweep": sweep_id}, statuses=("RUNNING", "SCHEDULED"))
-    stale = [r for r in stale if r.tags.get("editdecay.kind") != "sweep"]
+    stale = [r for r in stale if include_parent or r.tags.get("editdecay.kind") != "sweep"]
     if stale:
-        mark_runs_terminated(uri, [r.run_id for r in stale], "KILLED", reason="sweep driver died; re-run on --resume")
-        print(f"  marked {len(stale)} trial run(s) left RUNNING by the previous driver as KILLED: "
+        mark_runs_terminated(uri, [r.run_id for r in stale], "KILLED", reason=reason)
+        print(f"  marked {len(stale)} run(s) left RUNNING as KILLED ({reason}): "
               f"{', '.join(r.tags.get('editdecay.trial_id', r.run_id) for r in stale)}", file=out, flush=True)
 
 
@@ -353,7 +403,7 @@ def summary_table(outcome: SweepOutcome, sweep: Sweep) -> str:
 
 
 def where_to_look(outcome: SweepOutcome) -> str:
-    uri = outcome.tracking_uri
+    uri = redact_uri(outcome.tracking_uri)
     ui = f"open {uri}" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}"
     return (f"MLflow: {ui}  → experiment '{outcome.experiment}', parent run {outcome.parent_run_id} "
             f"(trials nested under it; filter tags.`editdecay.sweep` = '{outcome.sweep_id}')")

@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from editdecay.errors import EditDecayError
-from editdecay.tracking import resolve_tracking_uri  # also imported from here by callers
+from editdecay.tracking import redact_uri, resolve_tracking_uri  # also imported from here by callers
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 PACKAGES = ("editdecay", "torch", "transformers", "peft", "deepspeed", "datasets", "mlflow", "ray")
@@ -49,10 +49,10 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
             if resp.status == 200:
                 return
-            raise TrackingError(f"tracking server {uri} answered /health with HTTP {resp.status}")
+            raise TrackingError(f"tracking server {redact_uri(uri)} answered /health with HTTP {resp.status}")
     except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise TrackingError(f"tracking server {uri} is unreachable ({reason}); start it with `editdecay server` "
+        raise TrackingError(f"tracking server {redact_uri(uri)} is unreachable ({reason}); start it with `editdecay server` "
                             "or unset MLFLOW_TRACKING_URI to use the embedded sqlite store") from None
 
 
@@ -161,7 +161,7 @@ def tracked_run(experiment: str, run_name: str, *, params: Mapping[str, Any] | N
     try:
         run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in all_tags.items()})
     except MlflowException as err:
-        raise TrackingError(f"cannot start a run in experiment '{experiment}' at {uri}: {str(err).splitlines()[0]}") from None
+        raise TrackingError(f"cannot start a run in experiment '{experiment}' at {redact_uri(uri)}: {str(err).splitlines()[0]}") from None
     tracker = Tracker(client, run.info.run_id, experiment_id)
     with _ended_as_it_went(tracker):
         if params:
@@ -260,7 +260,7 @@ def reopened_run(run_id: str, tracking_uri: str) -> Iterator[Tracker]:
     try:
         run = client.get_run(run_id)
     except MlflowException as err:
-        raise TrackingError(f"cannot reopen run {run_id} at {tracking_uri}: {str(err).splitlines()[0]}") from None
+        raise TrackingError(f"cannot reopen run {run_id} at {redact_uri(tracking_uri)}: {str(err).splitlines()[0]}") from None
     client.update_run(run_id, status="RUNNING")
     tracker = Tracker(client, run_id, run.info.experiment_id)
     with _ended_as_it_went(tracker):
