@@ -98,3 +98,29 @@ def test_scoring_is_padding_invariant(byte_level_bpe):
     single = [score_targets(model, tok, [p], [t], batch_size=1)[0] for p, t in zip(prompts, targets)]
     for b, s in zip(batched, single):
         assert b.nll == pytest.approx(s.nll, abs=1e-5) and b.token_correct == s.token_correct
+
+
+def test_toy_build_is_bit_identical_at_any_thread_count(tmp_path):
+    """The same world and config give the same weights whether torch runs 1 or 2 threads (a short
+    build: 1 epoch; the determinism does not depend on how long it trains)."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, torch\n"
+        "torch.set_num_threads(int(sys.argv[1]))\n"
+        "from pathlib import Path\n"
+        "from editdecay.config import load_config\n"
+        "from editdecay.world.toy import build_toy_model\n"
+        f"cfg = load_config({str(REPO / 'configs' / 'tiny.yaml')!r}, ['model.toy.epochs=1'])\n"
+        "build_toy_model(cfg.world, cfg.model.toy, Path(sys.argv[2]))\n"
+    )
+    digests = []
+    for threads in (1, 2):
+        out = tmp_path / f"threads{threads}"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        subprocess.run([sys.executable, "-c", script, str(threads), str(out)], check=True, env=env, timeout=600)
+        digests.append(hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]

@@ -33,6 +33,10 @@ def test_trial_logs_everything_and_second_run_reuses_every_stage(mlflow_server, 
     for group in ("base", "ftonly", "edit", "ft"):
         assert 0.0 <= m[f"{group}.ds.acc"] <= 1.0 and f"{group}.ns" in m
     assert 0.0 <= m["survival.efr"] <= 1.0 and m["survival.survival"] == pytest.approx(1 - m["survival.efr"])
+    # The intrinsic-knowledge control: 50 unedited facts, known by the base model, scored in every group.
+    assert m["native.n_facts"] == 50 and m["base.native.acc"] >= 0.9 and m["native.n_known"] >= 45
+    for name in ("native.retention", "native.retention_ftonly", "native.retention_edit", "ft.native.acc"):
+        assert 0.0 <= m[name] <= 1.0
 
     client = MlflowClient(mlflow_server)
     run = client.get_run(first.run_id)
@@ -49,6 +53,9 @@ def test_trial_logs_everything_and_second_run_reuses_every_stage(mlflow_server, 
     dl = mlflow.artifacts.download_artifacts(run_id=first.run_id, dst_path=str(tmp_path / "dl"), tracking_uri=mlflow_server)
     table = pd.read_csv(os.path.join(dl, "results", "per_edit.csv"))
     assert len(table) == 20 and {"es_base", "es_edit", "es_ft", "flipped"} <= set(table.columns)
+    native = pd.read_csv(os.path.join(dl, "results", "native_facts.csv"))
+    assert len(native) == 50 and {f"known_{g}" for g in ("base", "ftonly", "edit", "ft")} <= set(native.columns)
+    assert not set(native["case_id"].astype(str)) & set(table["case_id"].astype(str))  # never edited
     assert sum(1 for _ in open(os.path.join(dl, "edits", "records.jsonl"))) == 20
     from editdecay.editing.deltas import EditDeltas
 
@@ -58,6 +65,17 @@ def test_trial_logs_everything_and_second_run_reuses_every_stage(mlflow_server, 
     second = run_trial(cfg)
     assert second.cache_misses == [] and len(second.cache_hits) == len(first.cache_hits) + len(first.cache_misses)
     assert second.metrics["survival.efr"] == m["survival.efr"] and second.run_id != first.run_id
+
+
+@pytest.mark.slow
+def test_destructive_finetuning_lowers_native_retention(mlflow_server, toy_model_dir):
+    # LoRA at lr 0.3 for 12 steps wrecks the model: the control must see the model's own facts go.
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [
+        f"cache_dir={TEST_CACHE}", *TRIAL, f"tracking.uri={mlflow_server}", "tracking.experiment=native",
+        "edit.method=none", "finetune.lr=0.3"])
+    m = run_trial(cfg).metrics
+    assert m["base.native.acc"] >= 0.9 and m["native.retention_ftonly"] < 0.5
+    assert "native.retention" not in m  # no KE→FT group without an editor
 
 
 def test_injected_fault_in_finetuning_ends_failed(tmp_path, mlflow_server, toy_model_dir):

@@ -257,6 +257,9 @@ class EvalConfig(Section):
     ds_batch_size: int = Field(8, ge=1)  # generation batch (beam search multiplies memory by 4)
     ds_max_new_tokens: int = Field(32, ge=1)
     ds_num_beams: int = Field(4, ge=1)
+    # The intrinsic-knowledge control: this many records after the edit batch, never edited, scored
+    # on their true answers in every group (metrics/native.py); 0 turns it off.
+    native_facts: int = Field(50, ge=0)
 
 
 class TrackingConfig(Section):

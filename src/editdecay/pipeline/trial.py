@@ -15,7 +15,9 @@ needs is passed in, what it makes is returned and logged.
 Metric names (stable; reports and the MLflow UI key on them): ``<group>.es|ps|ns``,
 ``<group>.ds.acc``, ``<group>.ds.<task>`` for group in base/ftonly/edit/ft; ``survival.efr``,
 ``survival.decrease``, ``survival.survival``, ``survival.n_successful``, ``survival.n_flipped``,
-``survival.n_recovered``; the decay curve as ``curve.es|ps|ns`` by training step.
+``survival.n_recovered``; the decay curve as ``curve.es|ps|ns`` by training step; the
+intrinsic-knowledge control ``native.retention`` (KE→FT), ``native.retention_ftonly``,
+``native.retention_edit``, ``<group>.native.acc`` (:mod:`editdecay.metrics.native`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from editdecay.config import TrialConfig, flatten, stable_hash, to_yaml
 from editdecay.data.records import EditRecord, records_to_jsonl
 from editdecay.editing.run import edit_records
 from editdecay.io import atomic_write_json
+from editdecay.metrics.native import evaluate_native, native_records, native_summary
 from editdecay.metrics.survival import flip_table, survival
 from editdecay.pipeline.cache import StageCache, input_file_digests
 from editdecay.pipeline.resolved import edit_hparams, resolved_params, train_log_series
@@ -118,10 +121,11 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
     keys: dict[str, str] = {"model": base_key, "records": records_key}
     log_datasets(run, cfg, records, records_key)
     edit_hp = edit_hparams(cfg, model)
+    native = native_control_records(cfg)  # never edited: the intrinsic-knowledge control
 
     # -- base: evaluate the model as loaded
     base_eval, keys["eval.base"] = evaluate_stage(cache, cfg, "base", base_key, records, records_key,
-                                                  lambda: (model, tokenizer), files)
+                                                  lambda: (model, tokenizer), files, native)
     del model
 
     # -- edit (KE-only): deltas + the edited model, then evaluate it
@@ -133,7 +137,7 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
             lambda d: build_edit(cfg, base_dir, records, d, force_stats=force))
         edited_dir, edited_key = edit_out / "model", keys["edit"]
         edit_eval, keys["eval.edit"] = evaluate_stage(cache, cfg, "edit", edited_key, records, records_key,
-                                                      lambda: load_model(cfg.model, edited_dir), files)
+                                                      lambda: load_model(cfg.model, edited_dir), files, native)
         edit_info = json.loads((edit_out / "edit.json").read_text())
         edited_layers = edit_info["layers"]
         run.log_metrics({f"edit.seconds.{k}": v for k, v in edit_info["timings"].items()})
@@ -157,14 +161,14 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
             "finetune", {**ft_inputs, "model": base_key},
             lambda d: build_finetune(cfg, base_dir, d, None, edited_layers))
         ftonly_eval, keys["eval.ftonly"] = evaluate_stage(cache, cfg, "ftonly", keys["finetune.ftonly"], records,
-                                                          records_key, lambda: load_ft(cfg, ftonly_out, base_dir), files)
+                                                          records_key, lambda: load_ft(cfg, ftonly_out, base_dir), files, native)
         if cfg.edit.method != "none":
             curve_records = records[: cfg.tracking.curve_edits]
             ft_out, keys["finetune.ft"] = cache.get_or_build(
                 "finetune", {**ft_inputs, "model": edited_key, "curve": [records_key, cfg.tracking.curve_edits]},
                 lambda d: build_finetune(cfg, edited_dir, d, curve_records, edited_layers))
             ft_eval, keys["eval.ft"] = evaluate_stage(cache, cfg, "ft", keys["finetune.ft"], records, records_key,
-                                                      lambda: load_ft(cfg, ft_out, edited_dir), files)
+                                                      lambda: load_ft(cfg, ft_out, edited_dir), files, native)
             curve_file = ft_out / "decay_curve.json"
             curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
             log_finetune_artifacts(run, cfg, ft_out, "finetune/ft")
@@ -184,6 +188,11 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
         flips = flip_table(succeeded(edit_eval["per_edit"]), succeeded(ft_eval["per_edit"]))
         metrics.update(survival(flips["es_edited"].tolist(), flips["es_finetuned"].tolist()).as_metrics())
         per_edit = per_edit.merge(flips[["case_id", "flipped"]], on="case_id", how="left")
+    # -- the intrinsic-knowledge control: the same FT on facts nobody edited
+    if native:
+        native_metrics, native_table = native_summary({g: ev["native"] for g, ev in evals.items() if ev is not None})
+        metrics.update(native_metrics)
+        run.log_text(native_table.to_csv(index=False), "results/native_facts.csv")
     run.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
     for row in curve:
         run.log_metrics({f"curve.{k}": v for k, v in row.items() if k in ("es", "ps", "ns")}, step=int(row["step"]))
@@ -260,8 +269,10 @@ def load_ft(cfg: TrialConfig, out: Path, base_dir: str | Path):
 
 
 def evaluate_stage(cache: StageCache, cfg: TrialConfig, group: str, model_key: str, records: list[EditRecord],
-                   records_key: str, load, files: dict[str, str | None]) -> tuple[dict[str, Any], str]:
-    """ES/PS/NS per edit and DS for one model group; cached by (model, records, eval config)."""
+                   records_key: str, load, files: dict[str, str | None],
+                   native: list[EditRecord] = ()) -> tuple[dict[str, Any], str]:
+    """ES/PS/NS per edit, DS and the native facts for one model group; cached by (model, records,
+    native records, eval config)."""
 
     def build(out: Path) -> None:
         from editdecay.metrics.downstream import evaluate_configured
@@ -273,13 +284,24 @@ def evaluate_stage(cache: StageCache, cfg: TrialConfig, group: str, model_key: s
         edits.per_edit.to_parquet(out / "per_edit.parquet", index=False)
         atomic_write_json(out / "metrics.json", {**edits.summary, **ds.metrics("ds")})
         atomic_write_json(out / "ds_predictions.json", ds.predictions)
+        evaluate_native(model, tokenizer, native, cfg.eval.batch_size).to_parquet(out / "native.parquet", index=False)
 
     inputs = {"model": model_key, "records": records_key, "eval": cfg.eval.model_dump(mode="json"),
               "world": cfg.world.model_dump(mode="json"), "template": cfg.finetune.data.template,
-              "ds_data": files["ds_data"]}
+              "ds_data": files["ds_data"], "native": stable_hash([r.to_dict() for r in native], length=16)}
     out, key = cache.get_or_build("eval", inputs, build)
     return {"metrics": json.loads((out / "metrics.json").read_text()),
-            "per_edit": pd.read_parquet(out / "per_edit.parquet"), "dir": out}, key
+            "per_edit": pd.read_parquet(out / "per_edit.parquet"), "native": pd.read_parquet(out / "native.parquet"),
+            "dir": out}, key
+
+
+def native_control_records(cfg: TrialConfig) -> list[EditRecord]:
+    """The ``eval.native_facts`` records after the edit batch: the intrinsic-knowledge control."""
+    from editdecay.data.edits import load_edit_dataset
+
+    if cfg.eval.native_facts == 0:
+        return []
+    return native_records(load_edit_dataset(cfg), cfg.edit.num_edits, cfg.eval.native_facts)
 
 
 def log_datasets(run, cfg: TrialConfig, records: list[EditRecord], records_key: str) -> None:
