@@ -1,8 +1,8 @@
 """A real pretrained LLM end to end: SmolLM2-135M-Instruct from its pinned PyPI wheel, edited on real
 zsRE records with MEMIT and AlphaEdit, (MEMIT) LoRA-fine-tuned on real NQ pairs, logged to a real MLflow server.
 
-Cut to fit CI's 2 cores (what the study runs is in configs/smollm2.yaml): 10 edits, one context
-template, 20 z steps, 400 texts for the layer statistics, 4 LoRA steps, 8 DS questions. The model is
+Cut to fit CI's 2 cores (what the study runs is in configs/smollm2.yaml): 6 edits, one context
+template, 15 z steps, 200 texts for the layer statistics, 2 LoRA steps, 4 DS questions, 6 native facts. The model is
 fetched with pip (the package index is the one network CI has) and converted once into the test cache.
 """
 
@@ -17,9 +17,10 @@ from conftest import REPO, TEST_CACHE
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["edit.num_edits=10", "edit.n_context_templates=1", "edit.v_num_grad_steps=20", "edit.stats.n_samples=400",
-         "finetune.max_steps=4", "finetune.batch_size=4", "eval.ds_max_examples=8", "tracking.curve_edits=4",
-         "finetune.curve_every=2", "tracking.log_weights=none", "edit.stats.corpus=python-docstrings"]
+SMALL = ["edit.num_edits=6", "edit.n_context_templates=1", "edit.v_num_grad_steps=15", "edit.stats.n_samples=200",
+         "finetune.max_steps=2", "finetune.batch_size=2", "finetune.curve_every=2", "tracking.curve_edits=2",
+         "eval.ds_max_examples=4", "eval.native_facts=6", "tracking.log_weights=none",
+         "edit.stats.corpus=python-docstrings"]
 
 
 @pytest.fixture(scope="session")
