@@ -202,8 +202,16 @@ class Tracker:
                 dataset = mlflow.data.from_pandas(table, source=src, name=name, digest=digest)
         else:
             dataset = MetaDataset(src, name=name, digest=digest)
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
-                                                                   tags=[InputTag("mlflow.data.context", context)])])
+        inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])]
+        try:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+        except MlflowException as err:
+            # Concurrent trials logging the same dataset race on the store's unique (experiment, name,
+            # digest) row (seen with sqlite behind a server): the loser finds the row on a retry.
+            if "UNIQUE" not in str(err) and "IntegrityError" not in str(err):
+                raise
+            time.sleep(0.5)
+            self.client.log_inputs(self.run_id, datasets=inputs)
 
 
 @contextmanager
@@ -235,7 +243,7 @@ def tracked_run(experiment: str, run_name: str, *, params: Mapping[str, Any] | N
             yield tracker
         finally:  # its last sample lands before the run ends
             if monitor is not None:
-                monitor.finish()
+                _finish_system_metrics(monitor)
 
 
 def _adopt_project_run(client: MlflowClient, experiment: str, run_name: str, tags: Mapping[str, Any]) -> Tracker | None:
@@ -280,7 +288,22 @@ def _system_metrics(tracker: Tracker, uri: str):
         return None
     monitor = SystemMetricsMonitor(tracker.run_id, tracking_uri=uri)
     monitor.start()
+    monitor.editdecay_first_step = getattr(monitor, "_logging_step", None)
     return monitor
+
+
+def _finish_system_metrics(monitor) -> None:
+    """Stop the monitor; a run shorter than its sampling interval (10 s; a trial whose stages are all
+    cached takes ~1 s) would otherwise end with no system metrics: publish the sample taken at start."""
+    monitor.finish()
+    try:
+        if getattr(monitor, "_logging_step", None) == monitor.editdecay_first_step:
+            metrics = monitor.aggregate_metrics()
+            if metrics:
+                monitor.publish_metrics(metrics)
+                monitor.mlflow_logger.flush()
+    except Exception:  # system metrics are a convenience; never fail a run over them
+        pass
 
 
 @contextmanager
