@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from editdecay.config import load_config
 from editdecay.pipeline.trial import UntrackedRun, trial_recipe
@@ -83,3 +84,27 @@ def test_trial_per_edit_table_equals_the_saved_model_computation(setting, tmp_pa
         got = result.per_edit[["case_id", f"es_{group}", f"ps_{group}", f"ns_{group}"]]
         want = table[["case_id", "es", "ps", "ns"]].rename(columns={m: f"{m}_{group}" for m in ("es", "ps", "ns")})
         pd.testing.assert_frame_equal(got.reset_index(drop=True), want.reset_index(drop=True), check_exact=True)
+
+
+@pytest.mark.parametrize("method", ["dora", "full_zero2"])
+def test_finetuning_an_in_memory_model_gives_it_back_bit_for_bit(method, tmp_path, toy_model):
+    """PEFT layers are unloaded, requires_grad and mode restored; DeepSpeed trains a copy."""
+    from editdecay.finetune.run import apply_finetuned, finetune
+
+    model, tok = toy_model
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = {k: p.requires_grad for k, p in model.named_parameters()}
+    ft = ["finetune.method=dora"] if method == "dora" else ["finetune.method=full", "finetune.deepspeed=zero2",
+                                                            "finetune.layers=[1]"]
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [f"cache_dir={TEST_CACHE}", "finetune.max_steps=2", *ft])
+    result = finetune(cfg, None, tmp_path / "ft", model=model, tokenizer=tok, weights="blocks")
+    assert result.metrics["steps"] == 2
+    assert dict(model.state_dict()).keys() == original.keys()
+    assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
+    assert {k: p.requires_grad for k, p in model.named_parameters()} == flags and not model.training
+    # The stage's file derives the fine-tuned model in memory, and takes it out again.
+    tuned, restore = apply_finetuned(model, tmp_path / "ft")
+    changed = [k for k, v in tuned.state_dict().items() if k in original and not torch.equal(v, original[k])]
+    assert changed or method == "dora"  # DoRA adds its own parameters; full FT rewrites block 1
+    restore()
+    assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
