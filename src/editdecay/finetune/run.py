@@ -450,6 +450,8 @@ def load_finetuned(out_dir: str | Path, base_model_dir: str | Path | None = None
         if (out_dir / sub / "config.json").is_file():
             return load_model(model_cfg, out_dir / sub)
     if (out_dir / BLOCKS_FILE).is_file():
+        # The blocks replace only the trained parameters: ``base_model_dir`` must be the model training
+        # started from (for a trial's KE→FT stage that is base + deltas, derived in memory by the trial).
         if base_model_dir is None:
             raise DataError(f"{out_dir}: holds only the trained blocks; give the model they were trained from (--base)")
         model, tokenizer = load_model(model_cfg, base_model_dir)
