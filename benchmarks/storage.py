@@ -84,6 +84,7 @@ def main() -> None:
     ap.add_argument("--ft", nargs="+", default=["lora", "dora", "full"])
     ap.add_argument("--layers", nargs="+", default=["all", "edited"])
     ap.add_argument("--deepspeed", default="none")
+    ap.add_argument("--first", choices=("deltas", "copies"), default="deltas", help="which design runs first in pair 0")
     ap.add_argument("--old-ref", default="874cce0", help="the commit of the copying design (main before issue 15)")
     ap.add_argument("--model-cache", default=str(REPO / ".cache" / "editdecay-test"),
                     help="where the toy model is (or gets) built, and the shared layer statistics")
@@ -113,7 +114,8 @@ def main() -> None:
                 for layers in args.layers:
                     overrides = [*SMALL, f"model.name={toy}", f"edit.method={method}", f"finetune.method={ft}",
                                  f"finetune.layers={layers}", f"finetune.deepspeed={args.deepspeed}"]
-                    for design in (("deltas", "copies") if i % 2 == 0 else ("copies", "deltas")):
+                    order = ("deltas", "copies") if args.first == "deltas" else ("copies", "deltas")
+                    for design in (order if i % 2 == 0 else order[::-1]):
                         r = run_one(design, designs[design], args.config, overrides, Path(tmp) / f"t{i}-{design}", stats)
                         print(f"{method:>9} {ft:>5} {layers:>7} {design:>7} {r['cache_bytes'] / model_bytes:11.3f} "
                               f"{r['artifact_bytes'] / model_bytes:12.3f} {r['blocks_bytes'] / model_bytes:12.3f} "
