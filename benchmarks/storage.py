@@ -52,8 +52,11 @@ def one_trial(spec: dict) -> None:
     t0 = time.perf_counter()
     run_trial(cfg)
     seconds = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps({"seconds": seconds, "loads": len(loads), "rss_mb": rss_mb}), flush=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss_mb = usage.ru_maxrss / 1024
+    # CPU seconds too: on a shared machine wall time follows the other tenants' load.
+    print("RESULT " + json.dumps({"seconds": seconds, "loads": len(loads), "rss_mb": rss_mb,
+                                  "cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
 
 
 def run_one(design: str, src: Path, config: str, overrides: list[str], work: Path, stats: Path) -> dict:
@@ -74,6 +77,11 @@ def run_one(design: str, src: Path, config: str, overrides: list[str], work: Pat
     result["artifact_bytes"] = tree_bytes(work, skip=("cache",)) - (work / "mlflow.db").stat().st_size
     blocks = list((work / "cache" / "stages" / "finetune").rglob("blocks.safetensors"))
     result["blocks_bytes"] = blocks[0].stat().st_size if blocks else 0
+    stage_seconds: dict[str, float] = {}
+    for record in (work / "cache" / "stages").glob("*/*/stage.json"):
+        info = json.loads(record.read_text())
+        stage_seconds[info["stage"]] = stage_seconds.get(info["stage"], 0.0) + info["seconds"]
+    result["stage_seconds"] = stage_seconds
     return result
 
 
@@ -119,7 +127,8 @@ def main() -> None:
                         r = run_one(design, designs[design], args.config, overrides, Path(tmp) / f"t{i}-{design}", stats)
                         print(f"{method:>9} {ft:>5} {layers:>7} {design:>7} {r['cache_bytes'] / model_bytes:11.3f} "
                               f"{r['artifact_bytes'] / model_bytes:12.3f} {r['blocks_bytes'] / model_bytes:12.3f} "
-                              f"{r['loads']:5d} {r['rss_mb']:7.0f} {r['seconds']:7.1f}", flush=True)
+                              f"{r['loads']:5d} {r['rss_mb']:7.0f} {r['seconds']:7.1f}  cpu {r['cpu_s']:.1f}s  "
+                              + " ".join(f"{k} {v:.1f}s" for k, v in sorted(r["stage_seconds"].items())), flush=True)
                     i += 1
 
 
