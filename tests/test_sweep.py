@@ -261,7 +261,7 @@ def two_node_sweep(tmp_path_factory, mlflow_server, toy_model_dir):
     file = write_sweep(root / "cluster.yaml", "sweep-cluster", {
         "edit.method": ["memit", "alphaedit"],
         "ftdata": {"good": {}, "broken": {"finetune.data.source": "file", "finetune.data.path": str(broken)}}},
-        max_failures=1)
+        max_failures=1, cache_dir=cold_cache(root / "cache"))  # one cache dir for both nodes, nothing built yet
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -276,6 +276,16 @@ def two_node_sweep(tmp_path_factory, mlflow_server, toy_model_dir):
 def test_trials_ran_on_both_nodes(two_node_sweep):
     nodes = {r.data.tags["editdecay.node_id"] for r in two_node_sweep["runs"]}
     assert nodes == two_node_sweep["nodes"] and len(nodes) == 2
+
+
+def test_trials_on_two_nodes_share_one_stage_cache(two_node_sweep):
+    """The sweep's cache_dir is one directory for both Ray nodes (docs/sweeps.md): the FT-only stage
+    the two good trials share is built by one and reused by the other, never built twice."""
+    good = [r for r in two_node_sweep["runs"] if r.info.status == "FINISHED"]
+    keys = [json.loads(r.data.tags["editdecay.stage_keys"]) for r in good]
+    assert len(good) == 2 and keys[0]["finetune.ftonly"] == keys[1]["finetune.ftonly"]
+    ft_misses = sum(r.data.tags["editdecay.cache_misses"].split(",").count("finetune") for r in good)
+    assert ft_misses == 3  # each trial's own KE→FT stage, and the shared FT-only stage once
 
 
 def test_failing_trial_is_retried_then_failed_with_traceback_and_others_finish(two_node_sweep, mlflow_server):

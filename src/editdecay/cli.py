@@ -168,7 +168,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     check_output_dir(args.out)
     model_dir = args.model or resolve_model_path(cfg)
     ds_before = _downstream(cfg, model_dir, None) if args.ds else {}
-    result = finetune(cfg, model_dir, args.out)
+    result = finetune(cfg, model_dir, args.out, deltas=args.deltas, weights=args.weights)
     m = result.metrics
     print(f"editdecay finetune: {cfg.finetune.method} on layers {result.layers}, {m['trainable_params']:,} of "
           f"{m['total_params']:,} parameters trained, {m['steps']} steps, loss {m['first_loss']:.4f} -> "
@@ -423,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("finetune", cmd_finetune, "fine-tune a model (full/DeepSpeed, LoRA, DoRA) into an output directory")
     p.add_argument("--model", default=None, help="model directory or hub id (default: the config's model.name)")
     p.add_argument("--out", required=True, help="output directory (written whole, via a .partial directory)")
+    p.add_argument("--deltas", default=None, help="an edit's deltas.safetensors, applied to --model before training")
+    p.add_argument("--weights", choices=("full", "blocks"), default="full",
+                   help="full FT: save the whole model, or only the trained parameters (blocks.safetensors)")
     p.add_argument("--ds", action="store_true", help="also measure downstream accuracy before and after")
     return parser
 

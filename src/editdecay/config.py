@@ -231,6 +231,9 @@ class FinetuneConfig(Section):
     save_strategy: Literal["none", "epoch", "steps"] = "epoch"  # Trainer checkpoints (for resuming)
     save_steps: int = Field(500, ge=1)
     keep_checkpoints: bool = False  # keep the Trainer checkpoints in the output dir
+    # Full FT in a trial: also keep the whole fine-tuned model in its stage (by default only the
+    # trained blocks, blocks.safetensors: the model is the start model with them copied in).
+    keep_weights: bool = False
     resume: bool = True  # resume from the last checkpoint of an interrupted run into the same out dir
     curve_every: int | None = Field(None, ge=1)  # decay curve: evaluate the edits every k steps
     # Data-parallel ranks for a trial's fine-tuning (torchrun on the trial's node, one per GPU it

@@ -105,6 +105,11 @@ class EditDeltas:
                 w.copy_((w.float() + d.matrix().to(w.device, torch.float32)).to(w.dtype))
         return snapshot
 
+    @staticmethod
+    def revert(model: torch.nn.Module, snapshot: WeightSnapshot) -> None:
+        """Undo :meth:`apply`: copy back the weights it returned, so the model is bit for bit the base."""
+        snapshot.restore(model)
+
     def save(self, path: str | os.PathLike) -> Path:
         """Atomically write safetensors: ``layer{l}.u``/``.v`` or ``layer{l}.dense``, meta as JSON."""
         path = Path(path)

@@ -95,5 +95,10 @@ def run_edits(editor: Editor, model: torch.nn.Module, tokenizer, records: Sequen
             total.revert(model)
         raise
     assert total is not None
+    if size < len(records):
+        # Sequential chunks round differently from their summed delta; re-applying the sum makes the
+        # edited model exactly base + deltas, the model every later stage rebuilds from the deltas file.
+        total.revert(model)
+        total.deltas.apply(model)
     total.timings["total"] = time.perf_counter() - start
     return total

@@ -30,8 +30,10 @@ _RANK_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", 
 
 
 def finetune_multiprocess(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path,
-                          edited_layers: list[int] | None = None, timeout: float | None = None):
-    """Run :func:`editdecay.finetune.run.finetune` on ``finetune.num_processes`` ranks; its result."""
+                          edited_layers: list[int] | None = None, timeout: float | None = None,
+                          deltas: str | Path | None = None, weights: str = "full"):
+    """Run :func:`editdecay.finetune.run.finetune` on ``finetune.num_processes`` ranks; its result.
+    ``deltas``: the edit's deltas file, applied by each rank to ``model_dir`` (no saved edited copy)."""
     import json
 
     from editdecay.finetune.run import FinetuneResult
@@ -40,12 +42,14 @@ def finetune_multiprocess(cfg: TrialConfig, model_dir: str | Path, out_dir: str 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     overrides = [f"edit.layers={json.dumps(edited_layers)}"] if edited_layers is not None else []
+    extra = ["--deltas", str(deltas)] if deltas is not None else []
     with tempfile.TemporaryDirectory(prefix="editdecay-launch-") as tmp:
         config_file = Path(tmp) / "config.yaml"
         config_file.write_text(to_yaml(cfg), encoding="utf-8")
         log_file = out_dir.parent / f"{out_dir.name}.torchrun.log"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-               "-m", "editdecay", "finetune", str(config_file), *overrides, "--model", str(model_dir), "--out", str(out_dir)]
+               "-m", "editdecay", "finetune", str(config_file), *overrides, "--model", str(model_dir), "--out", str(out_dir),
+               "--weights", weights, *extra]
         # The ranks get their own rank/world variables from torchrun; ours (a DeepSpeed session
         # in this process, a launcher around it) must not leak into them.
         env = {k: v for k, v in os.environ.items() if k not in _RANK_VARS}
@@ -58,7 +62,10 @@ def finetune_multiprocess(cfg: TrialConfig, model_dir: str | Path, out_dir: str 
         raise EditDecayError(f"finetune on {n} processes failed (exit {proc.returncode}): {tail[0][:300]}; "
                              f"full log: {log_file}")
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    model_path = out_dir / ("model" if cfg.finetune.method == "full" else "adapter")
+    from editdecay.finetune.run import BLOCKS_FILE
+
+    full_name = "model" if weights == "full" else BLOCKS_FILE
+    model_path = out_dir / (full_name if cfg.finetune.method == "full" else "adapter")
     merged = out_dir / "merged"
     return FinetuneResult(out_dir=out_dir, method=cfg.finetune.method, layers=list(metrics.get("layers", [])),
                           model_path=model_path, merged_path=merged if merged.is_dir() else None, metrics=metrics)

@@ -15,7 +15,9 @@ Output directory::
 
     adapter/        PEFT adapter (adapter_config.json, adapter_model.safetensors) + tokenizer   (lora, dora)
     merged/         adapter merged into the base model (finetune.merge)                        (lora, dora)
-    model/          the fine-tuned model (model.safetensors, config, tokenizer)                (full)
+    model/          the fine-tuned model (model.safetensors, config, tokenizer)                (full, weights="full")
+    blocks.safetensors  the trained parameters, by name; the model is the start model with these
+                    tensors copied in (bit-exact; :func:`apply_finetuned`)                (full; alone with weights="blocks")
     metrics.json    losses, tokens/s, parameter counts, layers, recipe
     trainer_log.json  the Trainer's log history;  decay_curve.{json,csv} when an evaluate_fn is given
     config.yaml     the resolved trial config
@@ -23,6 +25,7 @@ Output directory::
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import shutil
@@ -66,12 +69,19 @@ def partial_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.partial"
 
 
-def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evaluate_fn: EvaluateFn | None = None,
-             edited_layers: list[int] | None = None) -> FinetuneResult:
+def finetune(cfg: TrialConfig, model_dir: str | Path | None, out_dir: str | Path, evaluate_fn: EvaluateFn | None = None,
+             edited_layers: list[int] | None = None, *, model=None, tokenizer=None, deltas: str | Path | None = None,
+             weights: str = "full") -> FinetuneResult:
     """Fine-tune the model in ``model_dir`` as ``cfg.finetune`` says; write ``out_dir``.
 
     ``evaluate_fn(model) -> {metric: value}`` is called every ``finetune.curve_every`` steps (the
     decay curve); ``edited_layers`` overrides ``cfg.edit.layers`` for ``finetune.layers=edited``.
+    ``model``/``tokenizer``: start from this in-memory model instead of loading ``model_dir``; it is
+    returned to the caller bit for bit as it was (PEFT adapters are unloaded, trained blocks restored;
+    DeepSpeed, which takes over the module it trains, gets a copy). ``deltas``: an edit's
+    ``deltas.safetensors`` applied after loading ``model_dir`` (the edited model without a saved copy).
+    ``weights``: for full FT, save the whole model (``"full"``, ``model/``) or only the trained
+    parameters (``"blocks"``, ``blocks.safetensors``).
     """
     ft = cfg.finetune
     out_dir = Path(out_dir)
@@ -83,7 +93,30 @@ def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evalu
 
     from editdecay.models import load_model
 
-    model, tokenizer = load_model(cfg.model, model_dir)
+    restore = None
+    if model is None:
+        model, tokenizer = load_model(cfg.model, model_dir)
+        if deltas is not None:
+            from editdecay.editing.deltas import EditDeltas
+
+            EditDeltas.load(deltas).apply(model)
+    else:
+        tokenizer = copy.deepcopy(tokenizer)  # training pads right; the caller's tokenizer stays as it was
+        if ft.method == "full" and ds_config is not None:
+            model = copy.deepcopy(model)  # DeepSpeed flattens, casts and hooks the module it trains
+        else:
+            restore = _InMemoryRestore(model)
+    try:
+        return _finetune_model(cfg, model, tokenizer, out_dir, evaluate_fn, edited_layers, ds_config, recipe, weights,
+                               restore)
+    finally:
+        if restore is not None:
+            restore.restore()
+
+
+def _finetune_model(cfg, model, tokenizer, out_dir: Path, evaluate_fn, edited_layers, ds_config, recipe: Recipe,
+                    weights: str, restore: "_InMemoryRestore | None") -> FinetuneResult:
+    ft = cfg.finetune
     layers = resolve_layers(ft.layers, model, cfg.edit, edited_layers)
     resume_key = _resume_key(cfg, model, layers)
     tokenizer.padding_side = "right"  # training pads right; generation (DS eval) pads left
@@ -91,6 +124,8 @@ def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evalu
 
     if ft.method == "full":
         n_trainable = freeze_for_full_ft(model, layers, ft.train_extra)
+        if restore is not None:
+            restore.keep_trained(model)
     else:
         model = apply_adapters(model, ft, recipe, layers)
         n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -119,7 +154,7 @@ def finetune(cfg: TrialConfig, model_dir: str | Path, out_dir: str | Path, evalu
         seconds = time.perf_counter() - start
         eval_metrics = trainer.evaluate() if data.val else {}
 
-        model_path, merged_path = _save(trainer, tokenizer, ft.method, ft.merge, work)
+        model_path, merged_path = _save(trainer, tokenizer, ft.method, ft.merge, work, weights, zero_stage(ds_config) == 3)
         metrics = _metrics(trainer, out, eval_metrics, data, recipe, layers, n_trainable, n_total, seconds)
         curve = curve_cb.curve if curve_cb else []
         if is_main_process():
@@ -151,7 +186,7 @@ def _resume_key(cfg: TrialConfig, model, layers: list[int]) -> str:
     from editdecay.pipeline.cache import input_file_digests
 
     ft = cfg.finetune.model_dump(mode="json")
-    for knob in ("resume", "keep_checkpoints", "logging_steps", "save_strategy", "save_steps"):
+    for knob in ("resume", "keep_checkpoints", "keep_weights", "logging_steps", "save_strategy", "save_steps"):
         ft.pop(knob, None)
     files = input_file_digests(cfg)
     return stable_hash({"finetune": ft, "seed": cfg.seed, "world": cfg.world.model_dump(mode="json"),
@@ -251,8 +286,18 @@ def _last_checkpoint(ckpt_dir: Path) -> str | None:
     return get_last_checkpoint(str(ckpt_dir))
 
 
-def _save(trainer, tokenizer, method: str, merge: bool, work: Path) -> tuple[Path, Path | None]:
+def _save(trainer, tokenizer, method: str, merge: bool, work: Path, weights: str = "full",
+          zero3: bool = False) -> tuple[Path, Path | None]:
     if method == "full":
+        # The trained blocks always (what a trial derives the model from, in memory); the whole model too
+        # unless only the blocks are wanted.
+        blocks = trained_parameters(trainer.model, zero3)  # collective under ZeRO-3
+        if is_main_process():
+            from safetensors.torch import save_file
+
+            save_file(blocks, str(work / BLOCKS_FILE))
+        if weights == "blocks":
+            return work / BLOCKS_FILE, None
         path = work / "model"
         trainer.save_model(str(path))  # collective under ZeRO-3: gathers the 16-bit weights
         if is_main_process():
@@ -265,7 +310,8 @@ def _save(trainer, tokenizer, method: str, merge: bool, work: Path) -> tuple[Pat
         tokenizer.save_pretrained(path)
         if merge:
             merged = work / "merged"
-            trainer.model.merge_and_unload().save_pretrained(merged)
+            # Merging writes into the base weights: merge a copy, the caller may still hold the base.
+            copy.deepcopy(trainer.model).merge_and_unload().save_pretrained(merged)
             tokenizer.save_pretrained(merged)
     elif merge:
         merged = work / "merged"
@@ -299,6 +345,95 @@ def _metrics(trainer, out, eval_metrics, data, recipe: Recipe, layers, n_trainab
     return metrics
 
 
+BLOCKS_FILE = "blocks.safetensors"
+
+
+def trained_parameters(model, zero3: bool = False) -> dict[str, torch.Tensor]:
+    """The parameters that require grad, by name, as CPU copies (gathered first under ZeRO-3)."""
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if zero3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(params.values())):
+            return {name: p.detach().cpu().clone().contiguous() for name, p in params.items()}
+    return {name: p.detach().cpu().clone().contiguous() for name, p in params.items()}
+
+
+class _InMemoryRestore:
+    """Puts a caller's model back after training it in place: requires_grad flags, train/eval
+    mode, the trained parameters' values (copied before training, only those: the blocks that
+    full FT trains; PEFT trains none of the model's own), PEFT layers unloaded."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.flags = {name: p.requires_grad for name, p in model.named_parameters()}
+        self.training = model.training
+        self.originals: dict[str, torch.Tensor] = {}
+
+    def keep_trained(self, model) -> None:
+        self.originals = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+    def restore(self) -> None:
+        model = self.model
+        _unload_peft(model)  # get_peft_model injected its layers into this very model
+        with torch.no_grad():
+            params = dict(model.named_parameters())
+            for name, original in self.originals.items():
+                params[name].copy_(original)
+        for name, p in model.named_parameters():
+            p.requires_grad_(self.flags.get(name, False))
+            p.grad = None
+        model.train(self.training)
+
+
+def _unload_peft(model) -> None:
+    """Replace every PEFT-injected layer in ``model`` by its base layer (weights untouched)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer) and hasattr(module, "base_layer"):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, module.get_base_layer())
+    for attr in ("peft_config", "_hf_peft_config_loaded"):
+        if hasattr(model, attr):
+            try:
+                delattr(model, attr)
+            except AttributeError:
+                pass
+
+
+def apply_finetuned(model, out_dir: str | Path):
+    """Derive the fine-tuned model in memory from the model it started from: the adapter wrapped
+    around ``model`` or the trained blocks copied into it. Returns ``(model to evaluate, restore)``;
+    ``restore()`` puts ``model`` back bit for bit."""
+    out_dir = Path(out_dir)
+    if (out_dir / BLOCKS_FILE).is_file():
+        from safetensors.torch import load_file
+
+        blocks = load_file(str(out_dir / BLOCKS_FILE))
+        params = dict(model.named_parameters())
+        originals = {name: params[name].detach().clone() for name in blocks}
+        with torch.no_grad():
+            for name, t in blocks.items():
+                params[name].copy_(t)
+
+        def restore() -> None:
+            with torch.no_grad():
+                for name, t in originals.items():
+                    params[name].copy_(t)
+
+        return model, restore
+    adapter = out_dir / "adapter"
+    if (adapter / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        peft_model = PeftModel.from_pretrained(model, adapter).eval()
+        return peft_model, lambda: _unload_peft(model)
+    from editdecay.errors import DataError
+
+    raise DataError(f"{out_dir}: no adapter/ or {BLOCKS_FILE} to derive the fine-tuned model from")
+
 
 def load_finetuned(out_dir: str | Path, base_model_dir: str | Path | None = None, model_cfg=None):
     """``(model, tokenizer)`` from a finetune output directory: the full model, the merged model,
@@ -314,6 +449,13 @@ def load_finetuned(out_dir: str | Path, base_model_dir: str | Path | None = None
     for sub in ("model", "merged"):
         if (out_dir / sub / "config.json").is_file():
             return load_model(model_cfg, out_dir / sub)
+    if (out_dir / BLOCKS_FILE).is_file():
+        # The blocks replace only the trained parameters: ``base_model_dir`` must be the model training
+        # started from (for a trial's KE→FT stage that is base + deltas, derived in memory by the trial).
+        if base_model_dir is None:
+            raise DataError(f"{out_dir}: holds only the trained blocks; give the model they were trained from (--base)")
+        model, tokenizer = load_model(model_cfg, base_model_dir)
+        return apply_finetuned(model, out_dir)[0], tokenizer
     adapter = out_dir / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise DataError(f"{out_dir}: not a finetune output directory (no model/, merged/ or adapter/)")

@@ -12,6 +12,12 @@ Every stage's output is a content-addressed directory in the stage cache
 stage (same edits, different fine-tuning) build it once. The trial owns no hidden state: what it
 needs is passed in, what it makes is returned and logged.
 
+The base weights are loaded once per trial and every group is derived from them in memory:
+base → FT-only (adapter wrapped around it, or trained blocks copied in, then taken out again) →
+apply the edit's deltas → edit → KE→FT → revert. Stages store what defines a model, never a copy
+of one: the edit stage its deltas, a fine-tuning stage its adapter or (full FT) its trained blocks
+(the whole model only with ``finetune.keep_weights`` or ``tracking.log_weights=full``).
+
 Metric names (stable; reports and the MLflow UI key on them): ``<group>.es|ps|ns``,
 ``<group>.ds.acc``, ``<group>.ds.<task>`` for group in base/ftonly/edit/ft; ``survival.efr``,
 ``survival.decrease``, ``survival.survival``, ``survival.n_successful``, ``survival.n_flipped``,
@@ -22,10 +28,12 @@ intrinsic-knowledge control ``native.retention`` (KE→FT), ``native.retention_f
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +117,7 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
     cache = StageCache(Path(cfg.cache_dir), force=force)
     run.log_text(to_yaml(cfg, redact=True), "config.yaml")
 
-    # -- setup: the base model, the edit records, the downstream rows
+    # -- setup: the base model (the trial's one weight load), the edit records, the downstream rows
     base_dir = resolve_model_path(cfg)
     model, tokenizer = load_model(cfg.model, base_dir)
     base_key = model_fingerprint(model)[:16]
@@ -126,52 +134,58 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
     # -- base: evaluate the model as loaded
     base_eval, keys["eval.base"] = evaluate_stage(cache, cfg, "base", base_key, records, records_key,
                                                   lambda: (model, tokenizer), files, native)
-    del model
 
-    # -- edit (KE-only): deltas + the edited model, then evaluate it
-    edited_dir, edited_key = base_dir, base_key
+    # -- edit (KE-only): the deltas; the edited model is base + deltas, evaluated further below
+    deltas_file, edited_key = None, base_key
     if cfg.edit.method != "none":
         edit_out, keys["edit"] = cache.get_or_build(
             "edit", {"model": base_key, "records": records_key, "edit": cfg.edit.model_dump(mode="json"),
                      "stats_corpus": files["stats_corpus"]},
-            lambda d: build_edit(cfg, base_dir, records, d, force_stats=force))
-        edited_dir, edited_key = edit_out / "model", keys["edit"]
-        edit_eval, keys["eval.edit"] = evaluate_stage(cache, cfg, "edit", edited_key, records, records_key,
-                                                      lambda: load_model(cfg.model, edited_dir), files, native)
+            lambda d: build_edit(cfg, model, tokenizer, records, d, force_stats=force))
+        deltas_file, edited_key = edit_out / "deltas.safetensors", keys["edit"]
         edit_info = json.loads((edit_out / "edit.json").read_text())
         edited_layers = edit_info["layers"]
         run.log_metrics({f"edit.seconds.{k}": v for k, v in edit_info["timings"].items()})
         if cfg.tracking.log_weights != "none":
-            run.log_artifact(edit_out / "deltas.safetensors", "edit")
+            run.log_artifact(deltas_file, "edit")
     else:
-        edit_eval, edited_layers = None, None
+        edited_layers = None
 
     # -- fine-tune: FT-only (base) and KE→FT (edited), each then evaluated
-    ftonly_eval = ft_eval = None
+    ftonly_eval = ft_eval = edit_eval = None
     ftonly_out = ft_out = None
     curve: list[dict[str, float]] = []
+    # What a fine-tuning stage keeps of the trained model (part of its key: a hit must hold it).
+    ft_weights = "full" if cfg.finetune.keep_weights or cfg.tracking.log_weights == "full" else "blocks"
     if cfg.finetune.method != "none":
         # The edited layers determine the FT stage only when the layer selection refers to them.
         selects_edited = cfg.finetune.layers in ("edited", "non_edited")
         ft_inputs = {"finetune": cfg.finetune.model_dump(mode="json"), "seed": cfg.seed,
                      "world": cfg.world.model_dump(mode="json"),
                      "edited_layers": edited_layers if selects_edited else None,
-                     "ft_data": files["ft_data"], "deepspeed": files["deepspeed"]}
+                     "ft_data": files["ft_data"], "deepspeed": files["deepspeed"], "weights": ft_weights}
         ftonly_out, keys["finetune.ftonly"] = cache.get_or_build(
             "finetune", {**ft_inputs, "model": base_key},
-            lambda d: build_finetune(cfg, base_dir, d, None, edited_layers))
+            lambda d: build_finetune(cfg, model, tokenizer, base_dir, None, d, None, edited_layers, ft_weights))
         ftonly_eval, keys["eval.ftonly"] = evaluate_stage(cache, cfg, "ftonly", keys["finetune.ftonly"], records,
-                                                          records_key, lambda: load_ft(cfg, ftonly_out, base_dir), files, native)
-        if cfg.edit.method != "none":
-            curve_records = records[: cfg.tracking.curve_edits]
-            ft_out, keys["finetune.ft"] = cache.get_or_build(
-                "finetune", {**ft_inputs, "model": edited_key, "curve": [records_key, cfg.tracking.curve_edits]},
-                lambda d: build_finetune(cfg, edited_dir, d, curve_records, edited_layers))
-            ft_eval, keys["eval.ft"] = evaluate_stage(cache, cfg, "ft", keys["finetune.ft"], records, records_key,
-                                                      lambda: load_ft(cfg, ft_out, edited_dir), files, native)
-            curve_file = ft_out / "decay_curve.json"
-            curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
-            log_finetune_artifacts(run, cfg, ft_out, "finetune/ft")
+                                                          records_key, lambda: derive_ft(model, tokenizer, ftonly_out), files,
+                                                          native)
+    if deltas_file is not None:
+        with deltas_applied(model, deltas_file):  # the edited model, from here to the revert
+            edit_eval, keys["eval.edit"] = evaluate_stage(cache, cfg, "edit", edited_key, records, records_key,
+                                                          lambda: (model, tokenizer), files, native)
+            if cfg.finetune.method != "none":
+                curve_records = records[: cfg.tracking.curve_edits]
+                ft_out, keys["finetune.ft"] = cache.get_or_build(
+                    "finetune", {**ft_inputs, "model": edited_key, "curve": [records_key, cfg.tracking.curve_edits]},
+                    lambda d: build_finetune(cfg, model, tokenizer, base_dir, deltas_file, d, curve_records,
+                                             edited_layers, ft_weights))
+                ft_eval, keys["eval.ft"] = evaluate_stage(cache, cfg, "ft", keys["finetune.ft"], records, records_key,
+                                                          lambda: derive_ft(model, tokenizer, ft_out), files, native)
+                curve_file = ft_out / "decay_curve.json"
+                curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
+                log_finetune_artifacts(run, cfg, ft_out, "finetune/ft")
+    if cfg.finetune.method != "none":
         log_finetune_artifacts(run, cfg, ftonly_out, "finetune/ftonly")
 
     # -- survival and logging
@@ -212,22 +226,37 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
 # Stages: each builds into a directory the cache hands it, and touches nothing else
 
 
-def build_edit(cfg: TrialConfig, base_dir: str | Path, records: list[EditRecord], out: Path,
+def build_edit(cfg: TrialConfig, model, tokenizer, records: list[EditRecord], out: Path,
                force_stats: bool = False) -> None:
+    """Edit the in-memory base model, keep the deltas (what defines the edit), and revert it."""
     from editdecay.editing.run import apply_edits
-    from editdecay.models import load_model
 
-    model, tokenizer = load_model(cfg.model, base_dir)
     hp, result = apply_edits(cfg, model, tokenizer, records, progress=False, force_stats=force_stats)
-    result.deltas.save(out / "deltas.safetensors")
-    model.save_pretrained(out / "model", safe_serialization=True)  # what fine-tuning starts from
-    tokenizer.save_pretrained(out / "model")
-    atomic_write_json(out / "edit.json", {"method": cfg.edit.method, "layers": list(hp.layers), "n_edits": result.n_edits,
-                                          "timings": result.timings, "norms": result.norms})
+    try:
+        result.deltas.save(out / "deltas.safetensors")
+        (out / "records.jsonl").write_text(records_to_jsonl(records), encoding="utf-8")
+        atomic_write_json(out / "edit.json", {"method": cfg.edit.method, "layers": list(hp.layers),
+                                              "n_edits": result.n_edits, "timings": result.timings,
+                                              "norms": result.norms})
+    finally:
+        result.revert(model)  # the trial derives the edited model from the saved deltas, hit or miss
 
 
-def build_finetune(cfg: TrialConfig, model_dir: str | Path, out: Path, curve_records: list[EditRecord] | None,
-                   edited_layers: list[int] | None) -> None:
+@contextmanager
+def deltas_applied(model, deltas_file: Path):
+    """The edited model for the duration of the block: base + deltas, reverted bit for bit after."""
+    from editdecay.editing.deltas import EditDeltas
+
+    snapshot = EditDeltas.load(deltas_file).apply(model)
+    try:
+        yield model
+    finally:
+        EditDeltas.revert(model, snapshot)
+
+
+def build_finetune(cfg: TrialConfig, model, tokenizer, base_dir: str | Path, deltas_file: Path | None, out: Path,
+                   curve_records: list[EditRecord] | None, edited_layers: list[int] | None, weights: str) -> None:
+    """Fine-tune the in-memory model (base, or base + deltas); left as it was on return."""
     from editdecay.finetune.run import finetune
 
     if cfg.finetune.num_processes > 1:  # data-parallel ranks under torchrun (no decay curve)
@@ -236,19 +265,20 @@ def build_finetune(cfg: TrialConfig, model_dir: str | Path, out: Path, curve_rec
         if curve_records and cfg.finetune.curve_every:
             log.warning("finetune.num_processes=%d: the decay curve is recorded only by single-process runs",
                         cfg.finetune.num_processes)
-        result = finetune_multiprocess(cfg, model_dir, out / "run", edited_layers)
+        # Separate processes load the base themselves and apply the deltas: no saved edited copy.
+        result = finetune_multiprocess(cfg, base_dir, out / "run", edited_layers, deltas=deltas_file, weights=weights)
         atomic_write_json(out / "decay_curve.json", [])
         atomic_write_json(out / "finetune.json", stage_record(result, out))
         return
     evaluate_fn = None
     if curve_records and cfg.finetune.curve_every:
         from editdecay.metrics.edit import evaluate_edits
-        from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        curve_tokenizer = copy.deepcopy(tokenizer)
         # The decay curve: ES/PS/NS of a fixed subset of the edits, every finetune.curve_every steps.
-        evaluate_fn = lambda m: evaluate_edits(m, tokenizer, curve_records, cfg.eval.batch_size).summary  # noqa: E731
-    result = finetune(cfg, model_dir, out / "run", evaluate_fn=evaluate_fn, edited_layers=edited_layers)
+        evaluate_fn = lambda m: evaluate_edits(m, curve_tokenizer, curve_records, cfg.eval.batch_size).summary  # noqa: E731
+    result = finetune(cfg, None, out / "run", evaluate_fn=evaluate_fn, edited_layers=edited_layers,
+                      model=model, tokenizer=tokenizer, weights=weights)
     atomic_write_json(out / "decay_curve.json", result.curve)
     atomic_write_json(out / "finetune.json", stage_record(result, out))
 
@@ -262,10 +292,13 @@ def stage_record(result, stage_dir: Path) -> dict[str, Any]:
             "merged_path": rel(result.merged_path)}
 
 
-def load_ft(cfg: TrialConfig, out: Path, base_dir: str | Path):
-    from editdecay.finetune.run import load_finetuned
+def derive_ft(model, tokenizer, out: Path):
+    """``(fine-tuned model, tokenizer, restore)``: derived in memory from ``model`` (the one it was
+    trained from) by the stage's adapter or trained blocks; ``restore()`` takes them out again."""
+    from editdecay.finetune.run import apply_finetuned
 
-    return load_finetuned(out / "run", base_dir, cfg.model)
+    ft_model, restore = apply_finetuned(model, out / "run")
+    return ft_model, tokenizer, restore
 
 
 def evaluate_stage(cache: StageCache, cfg: TrialConfig, group: str, model_key: str, records: list[EditRecord],
@@ -278,13 +311,18 @@ def evaluate_stage(cache: StageCache, cfg: TrialConfig, group: str, model_key: s
         from editdecay.metrics.downstream import evaluate_configured
         from editdecay.metrics.edit import evaluate_edits
 
-        model, tokenizer = load()
-        edits = evaluate_edits(model, tokenizer, records, cfg.eval.batch_size)
-        ds = evaluate_configured(cfg, model, tokenizer)
+        model, tokenizer, *restore = load()  # a derived model comes with the function that undoes it
+        try:
+            edits = evaluate_edits(model, tokenizer, records, cfg.eval.batch_size)
+            ds = evaluate_configured(cfg, model, tokenizer)
+            native_table = evaluate_native(model, tokenizer, native, cfg.eval.batch_size)  # before the undo
+        finally:
+            for undo in restore:
+                undo()
         edits.per_edit.to_parquet(out / "per_edit.parquet", index=False)
         atomic_write_json(out / "metrics.json", {**edits.summary, **ds.metrics("ds")})
         atomic_write_json(out / "ds_predictions.json", ds.predictions)
-        evaluate_native(model, tokenizer, native, cfg.eval.batch_size).to_parquet(out / "native.parquet", index=False)
+        native_table.to_parquet(out / "native.parquet", index=False)
 
     inputs = {"model": model_key, "records": records_key, "eval": cfg.eval.model_dump(mode="json"),
               "world": cfg.world.model_dump(mode="json"), "template": cfg.finetune.data.template,
