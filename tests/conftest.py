@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# Vendored real data (data/zsre/README.md): a fresh clone has no ../shared beside it.
+# Vendored real data (data/zsre/README.md): tests read only files inside the repository.
 ZSRE_SAMPLE = REPO / "data" / "zsre" / "zsre_sample.json"
 TEST_CACHE = Path(os.environ.get("EDITDECAY_TEST_CACHE", REPO / ".cache" / "editdecay-test"))
 
