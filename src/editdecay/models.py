@@ -27,6 +27,7 @@ import torch
 from editdecay.arch import arch_for
 from editdecay.config import ModelConfig
 from editdecay.errors import EditDecayError, ModelLoadError
+from editdecay.preflight import looks_like_path  # one rule for 'a path, not a hub id'
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -186,17 +187,6 @@ def _resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _looks_like_path(name: str) -> bool:
-    """True for names that can only be a filesystem path, not a hub id (``owner/name``)."""
-    return (
-        name.startswith(("/", "./", "../", "~", "."))
-        or "\\" in name
-        or name.count("/") > 1
-        or name.endswith("/")
-        or (len(name) > 1 and name[1] == ":")
-    )
-
-
 def _local_dir(name: str) -> Path | None:
     """The local model directory ``name`` names, None for a hub id; error for a bad path."""
     p = Path(name).expanduser()
@@ -209,7 +199,7 @@ def _local_dir(name: str) -> Path | None:
         return p
     if p.exists():
         raise ModelLoadError(f"model.name: '{name}' is a file, not a model directory; give the directory that holds config.json")
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise ModelLoadError(
             f"model.name: directory '{name}' does not exist; give an existing model directory "
             "(with config.json) or a hub id such as gpt2-xl"

@@ -78,10 +78,7 @@ def decay_curves(data: ReportData):
     ax.set_xlabel("fine-tuning step")
     ax.set_ylabel("ES of the tracked edits (curve.es)")
     ax.set_title("Decay curves: mean across seeds, 95% t-interval band (clipped to [0, 1])")
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax)
 
 
 @register_plot("ds_vs_efr")
@@ -113,10 +110,7 @@ def ds_vs_efr(data: ReportData):
     ax.set_xlabel("EFR (higher: more edits removed)")
     ax.set_ylabel("downstream accuracy after KE→FT")
     ax.set_title("Removing edits vs downstream accuracy\n(EFR: bootstrap CI; DS: t-interval across seeds, clipped to [0, 1])", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax)
 
 
 @register_plot("relation_flip_rate")
@@ -153,3 +147,11 @@ def relation_flip_rate(data: ReportData):
 def save(fig, path) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _finish(fig, ax):
+    """The line plots' common ending: a compact legend, a light grid, tight margins."""
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
