@@ -7,8 +7,8 @@ import json
 import pytest
 
 from editdecay.errors import DataError
-from editdecay.metrics.downstream import (candidates_for, evaluate_downstream, extract_answer, limit_per_task,
-                                          load_ds_rows)
+from editdecay.metrics.downstream import (DownstreamResult, candidates_for, evaluate_downstream, extract_answer,
+                                          limit_per_task, load_ds_rows)
 
 
 @pytest.mark.parametrize("task, generation, expected", [
@@ -21,8 +21,8 @@ from editdecay.metrics.downstream import (candidates_for, evaluate_downstream, e
     ("openbookqa", "Answer: answer4", "answer4"),
     ("hellaswag", "the correct answer is answer2", "answer2"),
     ("winogrande", "the correct answer is option1", "option1"),
-    ("world_choice", "the correct answer is answer4 answer1", "answer4"),
-    ("world_bool", "  true", "true"),
+    ("world_kind", "the correct answer is musical instrument", "musical instrument"),
+    ("world_kind", "  city or country", "city"),
     # Malformed generations: nothing to match means a wrong answer, never a crash.
     ("boolq", "", ""),
     ("boolq", "TRUE", ""),  # case-sensitive, like the original evaluation
@@ -30,10 +30,15 @@ from editdecay.metrics.downstream import (candidates_for, evaluate_downstream, e
     ("winogrande", "the answer is option", ""),
     ("hellaswag", "the correct answer is answer5", ""),  # HellaSwag has four endings
     ("ARC-Easy", "\n\n### Response:\n", ""),
-    ("world_choice", "answer", ""),
+    ("world_kind", "answer", ""),
 ])
 def test_extract_answer(task, generation, expected):
     assert extract_answer(task, generation) == expected
+
+
+def test_ds_acc_is_the_mean_over_tasks():
+    result = DownstreamResult(per_task={"boolq": 0.2, "piqa": 0.6}, n={"boolq": 10, "piqa": 30}, mode="loglik")
+    assert result.metrics() == {"ds.acc": pytest.approx(0.4), "ds.boolq": 0.2, "ds.piqa": 0.6}
 
 
 def test_unknown_task_uses_gold_family():
@@ -53,18 +58,18 @@ def test_ds_rows_from_files(tmp_path, tiny_cfg):
     rows = load_ds_rows(EvalConfig(ds_source="file", ds_path=str(tmp_path), ds_max_examples=2))
     assert [r["task"] for r in rows] == ["boolq", "boolq", "piqa", "piqa"]
     world = load_ds_rows(EvalConfig(ds_max_examples=3), tiny_cfg.world)
-    assert len(world) == 6 and {r["task"] for r in world} == {"world_choice", "world_bool"}
-    assert len(limit_per_task(world, None)) == 6
+    assert len(world) == 3 and {r["task"] for r in world} == {"world_kind"}
+    assert len(limit_per_task(world, None)) == 3
 
 
 def test_loglik_and_generate_modes(toy_model, tiny_cfg):
     model, tok = toy_model
     rows = load_ds_rows(tiny_cfg.eval.model_copy(update={"ds_max_examples": 4}), tiny_cfg.world)
     ll = evaluate_downstream(model, tok, rows, "qa", mode="loglik", batch_size=3)
-    assert set(ll.per_task) == {"world_choice", "world_bool"} and ll.n == {"world_choice": 4, "world_bool": 4}
+    assert set(ll.per_task) == {"world_kind"} and ll.n == {"world_kind": 4}
     assert all(p["pred"] in candidates_for(p["task"]) for p in ll.predictions)  # loglik always picks a candidate
     metrics = ll.metrics()
-    assert metrics["ds.acc"] == pytest.approx((metrics["ds.world_choice"] + metrics["ds.world_bool"]) / 2)
+    assert metrics["ds.acc"] == pytest.approx(metrics["ds.world_kind"])
 
     model.train()
     gen = evaluate_downstream(model, tok, rows[:3], "qa", mode="generate", batch_size=3,

@@ -172,7 +172,7 @@ def test_templates_and_labels(toy_model):
 
 def test_data_sources(toy_model, tiny_cfg, tmp_path):
     from editdecay.config import FinetuneDataConfig
-    from editdecay.finetune.data import build_finetune_data, load_rows
+    from editdecay.finetune.data import build_finetune_data, encode_pair, load_rows, render_prompt
 
     _, tok = toy_model
     world = build_finetune_data(FinetuneDataConfig(val_size=0.1), tok, "gpt2", 128, 0, tiny_cfg.world)
@@ -198,8 +198,12 @@ def test_data_sources(toy_model, tiny_cfg, tmp_path):
         load_rows(FinetuneDataConfig(source="file", path=str(bad)))
     with pytest.raises(DataError, match="cutoff_len=8 is shorter than the prompt"):
         build_finetune_data(FinetuneDataConfig(cutoff_len=8), tok, "gpt2", 8, 0, tiny_cfg.world)
-    dropped = build_finetune_data(FinetuneDataConfig(max_examples=20, too_long="drop"), tok, "gpt2", 30, 0, tiny_cfg.world)
-    assert dropped.n_dropped > 0 and len(dropped.train) + dropped.n_dropped == 20
+    # People's names are two words: their prompts are a token longer, and this cutoff drops just them.
+    rows = load_rows(FinetuneDataConfig(max_examples=20), tiny_cfg.world)
+    shortest = min(len(encode_pair(tok, render_prompt(r, "qa"))[0]) for r in rows)
+    dropped = build_finetune_data(FinetuneDataConfig(max_examples=20, too_long="drop"), tok, "gpt2", shortest + 1, 0,
+                                  tiny_cfg.world)
+    assert 0 < dropped.n_dropped < 20 and len(dropped.train) + len(dropped.val) + dropped.n_dropped == 20
 
 
 # --------------------------------------------------------------------------------------------

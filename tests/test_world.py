@@ -7,7 +7,8 @@ from collections import Counter
 
 from editdecay.config import WorldConfig
 from editdecay.world.export import export_world
-from editdecay.world.facts import RELATIONS, World
+from editdecay.metrics.downstream import candidates_for
+from editdecay.world.facts import KIND_ORDER, KIND_WORDS, RELATIONS, World
 
 
 def test_world_is_deterministic_from_its_seed():
@@ -57,10 +58,13 @@ def test_downstream_task_is_commonsense_format(toy_world):
     for row in ds["train"][:50] + ds["test"][:50]:
         assert set(row) == {"task", "instruction", "input", "output", "answer"}
         assert row["output"] == f"the correct answer is {row['answer']}"
-        assert row["answer"] in {"true", "false", "answer1", "answer2", "answer3", "answer4"}
-    assert {r["task"] for r in ds["test"]} == {"world_choice", "world_bool"}
+        assert row["answer"] in candidates_for("world_kind")
+        name = row["instruction"].rsplit("what kind of thing is ", 1)[1].rstrip("?")
+        assert KIND_WORDS[toy_world.kind_of[name]] == row["answer"]  # the answer is the entity's kind
+    assert {r["task"] for r in ds["test"]} == {"world_kind"}
+    assert len({r["answer"] for r in ds["test"]}) == len(KIND_ORDER)  # every kind is asked about
     train_q = {r["instruction"] for r in ds["train"]}
-    assert sum(r["instruction"] in train_q for r in ds["test"]) < len(ds["test"]) // 2
+    assert not any(r["instruction"] in train_q for r in ds["test"])  # test entities are held out
 
 
 def test_export_writes_real_formats(tmp_path, tiny_cfg):

@@ -11,7 +11,7 @@ log-probability after the prompt and pick the best: no decoding, one forward pas
 
 Tasks and their answer formats (regexes as in LLM-Adapters, case-sensitive like the original):
 boolq true/false, piqa solution1/2, siqa/ARC/OBQA answer1..5, hellaswag answer1..4, winogrande
-option1/2; the fact world's ``world_choice`` (answer1..4) and ``world_bool`` (true/false). Unknown
+option1/2; the fact world's ``world_kind`` (one of nine kind words: country, city, ...). Unknown
 tasks get the pattern from the gold label's family (``answerN``, ``optionN``, ``solutionN``, true/false).
 Result keys follow the project's names: ``ds.acc`` (mean over tasks) and ``ds.<task>``.
 """
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from editdecay.errors import DataError
+from editdecay.world.facts import KIND_ORDER, KIND_WORDS
 
 # The paper's decoding (LLM-Adapters commonsense_evaluate.py).
 GENERATION_KWARGS = dict(num_beams=4, temperature=0.1, top_p=0.75, top_k=40, max_new_tokens=32, do_sample=False)
@@ -44,8 +45,7 @@ TASK_CANDIDATES: dict[str, tuple[str, ...]] = {
     "openbookqa": _ANSWERS_5,
     "hellaswag": _ANSWERS_4,
     "winogrande": ("option1", "option2"),
-    "world_choice": _ANSWERS_4,
-    "world_bool": ("true", "false"),
+    "world_kind": tuple(KIND_WORDS[k] for k in KIND_ORDER),
 }
 _FAMILIES = (("answer", _ANSWERS_5), ("option", ("option1", "option2")), ("solution", ("solution1", "solution2")))
 

@@ -50,7 +50,11 @@ from editdecay.sweep.grid import Sweep, format_table
 from editdecay.tracking import redact_uri
 
 STATE_FILE = "editdecay_sweep.json"
-SUMMARY_METRICS = ("edit.es", "ft.es", "survival.efr", "ft.ds.acc")
+# What the sweep prints per trial: edit success before and after FT, the flip ratio, DS of the base
+# model, of FT alone and of KE→FT (FT-only vs base shows whether fine-tuning taught the task), and the
+# intrinsic-knowledge control (native facts still known after KE→FT).
+SUMMARY_METRICS = ("edit.es", "ft.es", "survival.efr", "base.ds.acc", "ftonly.ds.acc", "ft.ds.acc", "native.retention")
+SUMMARY_HEADERS = ("edit.es", "ft.es", "efr", "ds base", "ds ftonly", "ds", "native")
 
 
 @dataclass
@@ -412,7 +416,7 @@ def _outcome(sweep: Sweep, state: dict[str, Any]) -> SweepOutcome:
 
 
 def summary_table(outcome: SweepOutcome, sweep: Sweep) -> str:
-    headers = ["trial", "edit", "ft", "layers", "edit.es", "ft.es", "efr", "ds", "status"]
+    headers = ["trial", "edit", "ft", "layers", *SUMMARY_HEADERS, "status"]
     fmt = lambda v: "-" if isinstance(v, float) and math.isnan(v) else f"{v:.3f}"  # noqa: E731
     rows = [[r["trial_id"], r["edit.method"], r["finetune.method"], r["finetune.layers"],
              *(fmt(r[m]) for m in SUMMARY_METRICS), r["status"]] for r in outcome.rows]
@@ -427,7 +431,7 @@ def seed_summary_table(outcome: SweepOutcome) -> str:
         groups.setdefault((r["edit.method"], r["finetune.method"], r["finetune.layers"]), []).append(r)
 
     def cell(rows: list[dict[str, Any]], metric: str) -> str:
-        values = [r[metric] for r in rows if r["status"] == "FINISHED" and not math.isnan(r[metric])]
+        values = [r[metric] for r in rows if r["status"] == "FINISHED" and not math.isnan(r.get(metric, math.nan))]
         if not values:
             return "-"
         if len(values) == 1:
@@ -436,7 +440,7 @@ def seed_summary_table(outcome: SweepOutcome) -> str:
         sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
         return f"{mean:.3f} ± {sd:.3f}"
 
-    headers = ["edit", "ft", "layers", "seeds", *(f"{m} (mean ± sd)" for m in ("edit.es", "ft.es", "efr", "ds"))]
+    headers = ["edit", "ft", "layers", "seeds", *(f"{m} (mean ± sd)" for m in SUMMARY_HEADERS)]
     rows = [[*key, f"{sum(r['status'] == 'FINISHED' for r in rows)}/{len(rows)}",
              *(cell(rows, m) for m in SUMMARY_METRICS)] for key, rows in groups.items()]
     return format_table(headers, rows)

@@ -11,8 +11,8 @@ From it come:
 - CounterFact-style edit records (target_new ≠ target_true, paraphrases from the other templates,
   neighborhood prompts = other subjects of the same relation with their own answers);
 - zsRE-style question records in the raw MEND-eval format (so they go through the real zsRE loader);
-- a downstream multiple-choice task in the Commonsense-170k instruction format, with a train/test
-  split, so fine-tuning and downstream accuracy (DS) run offline.
+- a downstream task in the Commonsense-170k instruction format ("what kind of thing is X?"), with a
+  train/test split, so fine-tuning and downstream accuracy (DS) run offline.
 """
 
 from __future__ import annotations
@@ -108,6 +108,8 @@ N_CURRENCIES, N_LANGUAGES, N_CONTINENTS = 24, 24, 7
 KIND_WORDS = {"country": "country", "city": "city", "currency": "currency", "language": "language",
               "continent": "continent", "occupation": "occupation", "instrument": "musical instrument",
               "company": "company", "person": "person"}
+# The order the downstream task's answer format lists the kinds in.
+KIND_ORDER = ("country", "city", "currency", "language", "continent", "occupation", "instrument", "company", "person")
 
 
 @dataclass(frozen=True)
@@ -263,45 +265,45 @@ class World:
 
     # ---- downstream task (Commonsense-170k instruction format) -------------------------------
     def downstream(self) -> dict[str, list[dict]]:
-        """Two tasks over entity kinds: ``world_choice`` (answer1..4, ARC-style) and ``world_bool``
-        (true/false, BoolQ-style). They need what the model knows but never touch the facts that
-        get edited, like the study's commonsense tasks."""
+        """``world_kind``: "what kind of thing is X?", answered with one of the nine kind words.
+
+        It needs what the model knows (pretraining says "X is a country .") but no fact that gets
+        edited, like the study's commonsense tasks, and fine-tuning can teach it: the base model
+        never saw the question, so it answers near chance (1/9), and 60-80 steps teach it
+        (benchmarks/README.md, "Downstream task"). The earlier ARC-/BoolQ-style tasks (pick the
+        member of a kind among four options; "is X a country?") stayed at chance after 160 steps
+        of full fine-tuning at lr 1e-3 on the default toy (measured: 0.20 → 0.23, 0.48 → 0.53),
+        so fine-tuning taught nothing there. The answer format lists the kinds before the question,
+        as LLM-Adapters' tasks do ("Answer format: ..."), with the question last."""
         rng = random.Random(f"{self.cfg.seed}-downstream")
         kinds = sorted(self.entities)
-        rows = []
-        for i in range(self.cfg.n_downstream):
+        answer_format = "/".join(KIND_WORDS[k] for k in KIND_ORDER)
+        # Test questions ask about entities fine-tuning never asks about, so DS measures whether the
+        # task was learned (from what pretraining taught), not whether answers were memorised.
+        fraction = self.cfg.downstream_test_fraction
+        held_out: dict[str, list[str]] = {}
+        seen: dict[str, list[str]] = {}
+        for kind in kinds:
+            names = list(self.entities[kind])
+            rng.shuffle(names)
+            n = max(1, round(len(names) * fraction))
+            held_out[kind], seen[kind] = names[:n], names[n:]
+
+        def row(pool: dict[str, list[str]]) -> dict:
             kind = rng.choice(kinds)
-            word = KIND_WORDS[kind]
-            if i % 2 == 0:
-                right = rng.choice(self.entities[kind])
-                wrong_kinds = rng.sample([k for k in kinds if k != kind], 3)
-                options = [right] + [rng.choice(self.entities[k]) for k in wrong_kinds]
-                rng.shuffle(options)
-                label = f"answer{options.index(right) + 1}"
-                listing = " ".join(f"Answer{j + 1}: {o}" for j, o in enumerate(options))
-                rows.append({
-                    "task": "world_choice",
-                    "instruction": f"Please choose the correct answer to the question: Which of the following is a {word}?"
-                                   f"\n\n{listing}\n\nAnswer format: answer1/answer2/answer3/answer4",
-                    "input": "",
-                    "output": f"the correct answer is {label}",
-                    "answer": label,
-                })
-            else:
-                truth = rng.random() < 0.5
-                pool = self.entities[kind] if truth else self.entities[rng.choice([k for k in kinds if k != kind])]
-                name = rng.choice(pool)
-                label = "true" if truth else "false"
-                rows.append({
-                    "task": "world_bool",
-                    "instruction": f"Please answer the following question with true or false, question: is {name} a {word}?"
-                                   "\n\nAnswer format: true/false",
-                    "input": "",
-                    "output": f"the correct answer is {label}",
-                    "answer": label,
-                })
-        n_test = max(1, int(len(rows) * self.cfg.downstream_test_fraction))
-        return {"train": rows[n_test:], "test": rows[:n_test]}
+            name = rng.choice(pool[kind])
+            return {
+                "task": "world_kind",
+                "instruction": "Please answer the following question.\n\n"
+                               f"Answer format: {answer_format}\n\nQuestion: what kind of thing is {name}?",
+                "input": "",
+                "output": f"the correct answer is {KIND_WORDS[kind]}",
+                "answer": KIND_WORDS[kind],
+            }
+
+        n_test = max(1, int(self.cfg.n_downstream * fraction))
+        return {"train": [row(seen) for _ in range(self.cfg.n_downstream - n_test)],
+                "test": [row(held_out) for _ in range(n_test)]}
 
     def all_texts(self) -> list[str]:
         """Every string the world can produce: what the toy tokenizer's vocabulary must cover."""
