@@ -445,3 +445,19 @@ def test_skip_keeps_good_records_and_all_bad_is_an_error(zsre_rows, caplog):
 def test_world_source_is_not_read_here():
     with pytest.raises(ValueError, match="world"):
         load_edit_file(DataConfig(source="world"))
+
+
+def test_random_selection_draws_a_seeded_batch_and_leaves_the_rest_for_controls(tiny_cfg):
+    from editdecay.editing.run import edit_records, split_edit_dataset
+    from editdecay.metrics.native import native_records
+
+    first = edit_records(tiny_cfg)
+    seeded = {s: tiny_cfg.model_copy(update={"seed": s, "edit": tiny_cfg.edit.model_copy(update={"selection": "random"})})
+              for s in (0, 1)}
+    batch0, rest0 = split_edit_dataset(seeded[0])
+    assert len(batch0) == tiny_cfg.edit.num_edits and len(batch0) + len(rest0) == len(first) + len(split_edit_dataset(tiny_cfg)[1])
+    assert [r.case_id for r in edit_records(seeded[0])] == [r.case_id for r in batch0]  # the same seed, the same batch
+    assert {r.case_id for r in batch0} != {r.case_id for r in edit_records(seeded[1])}  # seeds vary the edits
+    assert {r.case_id for r in batch0} != {r.case_id for r in first}
+    controls = native_records(batch0, rest0, 10)
+    assert controls and not {r.case_id for r in controls} & {r.case_id for r in batch0}

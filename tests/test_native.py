@@ -20,9 +20,9 @@ def record(i: int, subject: str, target_true: str | None = "Paris", prompt: str 
 def test_native_records_follow_the_batch_and_skip_edited_prompts():
     data = [record(0, "A"), record(1, "B"), record(2, "A"), record(3, "C"), record(4, "D")]
     # Record 2 asks what edit 0 changes: its answer is meant to change, so it is no control.
-    assert [r.case_id for r in native_records(data, 2, 2)] == [3]
-    assert [r.case_id for r in native_records(data, 2, 10)] == [3, 4]  # the dataset runs out
-    assert native_records(data, 5, 10) == []
+    assert [r.case_id for r in native_records(data[:2], data[2:], 2)] == [3]
+    assert [r.case_id for r in native_records(data[:2], data[2:], 10)] == [3, 4]  # the dataset runs out
+    assert native_records(data, [], 10) == []
 
 
 def test_native_answer_is_the_true_answer_in_both_styles():
@@ -56,10 +56,10 @@ def test_groups_must_score_the_same_facts():
 
 
 def test_toy_model_knows_its_native_facts_and_noise_destroys_them(toy_model, tiny_cfg):
-    from editdecay.data.edits import load_edit_dataset
+    from editdecay.editing.run import split_edit_dataset
 
     model, tokenizer = toy_model
-    facts = native_records(load_edit_dataset(tiny_cfg), tiny_cfg.edit.num_edits, tiny_cfg.eval.native_facts)
+    facts = native_records(*split_edit_dataset(tiny_cfg), tiny_cfg.eval.native_facts)
     assert len(facts) == tiny_cfg.eval.native_facts
     base = evaluate_native(model, tokenizer, facts)
     assert base["known"].mean() >= 0.9  # the toy recalls its facts (>99 % measured)

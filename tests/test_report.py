@@ -23,8 +23,8 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
 from editdecay import cli
-from editdecay.report.stats import (combined_discordant_test, hierarchical_bootstrap, holm, mcnemar_exact,
-                                    paired_test)
+from editdecay.report.stats import (combined_discordant_test, edit_sign_test, hierarchical_bootstrap, holm,
+                                    mcnemar_exact, paired_test)
 
 from conftest import REPO, TEST_CACHE
 
@@ -110,6 +110,24 @@ def test_mcnemar_and_combined_test_match_statsmodels_and_scipy():
     assert test.p_value == pytest.approx(binomtest(18, 22, 0.5).pvalue)
     assert test.effect.mean == pytest.approx((9 - 2) / 40)
     assert test.p_per_seed == {"0": pytest.approx(ref), "1": pytest.approx(ref)}
+    # Distinct edits in each seed: the same pooled test.
+    ids = {0: [f"x{i}" for i in range(40)], 1: [f"y{i}" for i in range(40)]}
+    assert paired_test({0: (a, b), 1: (a, b)}, ids).p_value == pytest.approx(binomtest(18, 22, 0.5).pvalue)
+
+
+def test_edits_repeated_across_seeds_count_once():
+    a = [1] * 9 + [0] * 2 + [1] * 10 + [0] * 19
+    b = [0] * 9 + [1] * 2 + [1] * 10 + [0] * 19
+    same = {0: list(range(40)), 1: list(range(40))}
+    test = paired_test({0: (a, b), 1: (a, b)}, same)
+    # The same 40 edits twice are 40 observations: 9 favour A, 2 favour B (not 18 and 4).
+    assert test.p_value == pytest.approx(binomtest(9, 11, 0.5).pvalue)
+    assert test.a_only == 18 and test.effect.mean == pytest.approx(7 / 40)
+    pooled = paired_test({0: (a, b), 1: (a, b)})
+    assert test.effect.high - test.effect.low > pooled.effect.high - pooled.effect.low  # wider: fewer units
+    # An edit that flips one way in one seed and the other way in the next has mean 0: it drops out.
+    assert edit_sign_test({0: [1, 1], 1: [-1, 1]}, {0: ["e", "f"], 1: ["e", "f"]}) == pytest.approx(
+        binomtest(1, 1, 0.5).pvalue)
 
 
 def test_holm_matches_statsmodels_and_keeps_nan():
@@ -173,7 +191,7 @@ def test_paired_layer_comparison_is_exact_mcnemar_per_seed_on_the_same_edits(tin
     comp = report["comparisons"]
     row = comp[(comp["comparison"] == "layers") & (comp["a"] == "edited") & (comp["b"] == "non_edited")
                & (comp["editor"] == "memit")].iloc[0]
-    discordant, per_seed = [], {}
+    discordant, per_seed, differences = [], {}, []
     for seed in (0, 1):
         a = trials[f"memit-lora-edited-s{seed}"][1].set_index("case_id")
         b = trials[f"memit-lora-non_edited-s{seed}"][1].set_index("case_id")
@@ -181,12 +199,16 @@ def test_paired_layer_comparison_is_exact_mcnemar_per_seed_on_the_same_edits(tin
         fa, fb = (a.loc[ok, "es_ft"] < 1), (b.loc[ok, "es_ft"] < 1)
         x, y = int((fa & ~fb).sum()), int((~fa & fb).sum())
         discordant.append((x, y))
+        differences.append(fa.astype(int) - fb.astype(int))
         if x + y:
             table = [[int((fa & fb).sum()), x], [y, int((~fa & ~fb).sum())]]
             per_seed[str(seed)] = mcnemar(table, exact=True).pvalue
     assert (row["a_only"], row["b_only"]) == tuple(map(sum, zip(*discordant)))
-    total = sum(x + y for x, y in discordant)
-    expected_p = binomtest(int(row["a_only"]), total, 0.5).pvalue if total else 1.0
+    # Both seeds edit the same records (tiny.yaml: edit.selection first): each edit counts once, with
+    # its flip difference averaged over the seeds (a sign test over edits).
+    per_edit = pd.concat(differences).groupby(level=0).mean()
+    positive, negative = int((per_edit > 0).sum()), int((per_edit < 0).sum())
+    expected_p = binomtest(positive, positive + negative, 0.5).pvalue if positive + negative else 1.0
     assert row["p_value"] == pytest.approx(expected_p)
     for seed, p in per_seed.items():
         assert json.loads(row["p_per_seed"])[seed] == pytest.approx(p)

@@ -138,6 +138,9 @@ class EditConfig(Section):
 
     method: Literal["none", "memit", "alphaedit"] = "memit"
     num_edits: int = Field(100, ge=1)
+    # Which records are edited: the dataset's first num_edits, or a sample drawn with the trial's
+    # seed (then seeds vary the edited facts too, and a test pooled over seeds counts distinct edits).
+    selection: Literal["first", "random"] = "first"
     layers: list[int] | None = Field(None, min_length=1)  # null for the default, never empty
     # Sequential editing: apply the edits in chunks of this size (None: one batch).
     chunk_size: int | None = Field(None, ge=1)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,24 @@ def load_for_editing(cfg: TrialConfig):
 
 
 def edit_records(cfg: TrialConfig):
-    """The first ``edit.num_edits`` records of the configured dataset."""
+    """The ``edit.num_edits`` records the trial edits (``edit.selection``: the first, or a seeded sample)."""
+    return split_edit_dataset(cfg)[0]
+
+
+def split_edit_dataset(cfg: TrialConfig) -> tuple[list, list]:
+    """(the edit batch, the other records in dataset order): the rest is where controls come from."""
     from editdecay.data.edits import load_edit_dataset
 
     records = load_edit_dataset(cfg)
-    if cfg.edit.num_edits > len(records):
-        raise DataError(f"edit.num_edits={cfg.edit.num_edits} but the edit dataset ({cfg.data.source}) has only "
+    n = cfg.edit.num_edits
+    if n > len(records):
+        raise DataError(f"edit.num_edits={n} but the edit dataset ({cfg.data.source}) has only "
                         f"{len(records)} records; lower edit.num_edits or use a larger dataset")
-    return records[: cfg.edit.num_edits]
+    if cfg.edit.selection == "first":
+        return records[:n], records[n:]
+    chosen = set(random.Random(f"edit-selection-{cfg.seed}").sample(range(len(records)), n))
+    batch = [r for i, r in enumerate(records) if i in chosen]  # dataset order, like "first"
+    return batch, [r for i, r in enumerate(records) if i not in chosen]
 
 
 def run_stats(cfg: TrialConfig, model=None, tokenizer=None) -> dict[int, Any]:

@@ -33,12 +33,12 @@ def native_answer(record: EditRecord) -> str:
     return record.target_true if record.target_true is not None else record.target_new
 
 
-def native_records(dataset: Sequence[EditRecord], num_edits: int, n: int) -> list[EditRecord]:
-    """The ``n`` records after the edit batch (the first ``num_edits``), leaving out any that ask
-    the same prompt of the same subject as an edit (its answer is meant to change) — fewer than
+def native_records(batch: Sequence[EditRecord], rest: Sequence[EditRecord], n: int) -> list[EditRecord]:
+    """The first ``n`` records of ``rest`` (the dataset without the edit batch), leaving out any that
+    ask the same prompt of the same subject as an edit (its answer is meant to change) — fewer than
     ``n`` where the dataset runs out."""
-    edited = {r.rewrite_prompt for r in dataset[:num_edits]}
-    return [r for r in dataset[num_edits : num_edits + n] if r.rewrite_prompt not in edited]
+    edited = {r.rewrite_prompt for r in batch}
+    return [r for r in rest[:n] if r.rewrite_prompt not in edited]
 
 
 def evaluate_native(model, tokenizer, records: Sequence[EditRecord], batch_size: int = 32) -> pd.DataFrame:

@@ -334,12 +334,12 @@ def evaluate_stage(cache: StageCache, cfg: TrialConfig, group: str, model_key: s
 
 
 def native_control_records(cfg: TrialConfig) -> list[EditRecord]:
-    """The ``eval.native_facts`` records after the edit batch: the intrinsic-knowledge control."""
-    from editdecay.data.edits import load_edit_dataset
+    """``eval.native_facts`` records not in the edit batch: the intrinsic-knowledge control."""
+    from editdecay.editing.run import split_edit_dataset
 
     if cfg.eval.native_facts == 0:
         return []
-    return native_records(load_edit_dataset(cfg), cfg.edit.num_edits, cfg.eval.native_facts)
+    return native_records(*split_edit_dataset(cfg), cfg.eval.native_facts)
 
 
 def log_datasets(run, cfg: TrialConfig, records: list[EditRecord], records_key: str) -> None:

@@ -46,7 +46,7 @@ def _pairs_for(data: ReportData, spec: ComparisonSpec, a: str, b: str) -> list[d
         if spec.same_records and set(side_a["records_key"]) != set(side_b["records_key"]):
             rows.append({**base, "note": "skipped: the two sides edited different records"})
             continue
-        pairs = {}
+        pairs, edit_ids = {}, {}
         for seed in sorted(set(side_a["seed"]) & set(side_b["seed"]), key=str):
             sa = side_a[side_a["seed"] == seed].drop_duplicates("case_id").set_index("case_id")
             sb = side_b[side_b["seed"] == seed].drop_duplicates("case_id").set_index("case_id")
@@ -55,10 +55,11 @@ def _pairs_for(data: ReportData, spec: ComparisonSpec, a: str, b: str) -> list[d
             fa, fb = sa.loc[ok, "flip"], sb.loc[ok, "flip"]
             keep = fa.notna() & fb.notna()
             pairs[seed] = (fa[keep].astype(int).tolist(), fb[keep].astype(int).tolist())
+            edit_ids[seed] = [str(c) for c in fa[keep].index]
         if not any(len(x) for x, _ in pairs.values()):
             rows.append({**base, "note": "skipped: no edit succeeded after editing on both sides in a shared seed"})
             continue
-        test = paired_test(pairs)
+        test = paired_test(pairs, edit_ids)
         rows.append({**base, "n_seeds": test.effect.n_seeds, "n_label": test.effect.n_label(), "rate_a": test.rate_a,
                      "rate_b": test.rate_b, "effect": test.effect.mean, "ci_low": test.effect.low,
                      "ci_high": test.effect.high, "a_only": test.a_only, "b_only": test.b_only,

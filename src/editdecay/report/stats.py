@@ -2,7 +2,9 @@
 across seeds, Holm correction. Distributions come from scipy / statsmodels, never written by hand.
 
 Data shape everywhere: one array per seed, one value per edit (``{seed: values}``). Seeds vary the
-fine-tuning (data order, adapter init); the edits are the same records in every seed.
+fine-tuning (data order, adapter init) and, with ``edit.selection: random``, the edited records; with
+``first`` the same edits recur in every seed, and the paired comparisons then treat the edit as the
+unit (an edit measured in three seeds is one observation, not three).
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ CONFIDENCE = 0.95
 BOOTSTRAP_NOTE = ("95% CI: percentile bootstrap, B = 2000; each replicate resamples seeds with replacement, then "
                   "edits with replacement within each drawn seed (mean of per-seed means)")
 COMBINED_TEST_NOTE = ("per seed: exact McNemar (statsmodels, binomial on discordant pairs); across seeds: exact "
-                      "binomial test on the discordant pairs pooled over seeds (scipy.stats.binomtest; seeds are "
-                      "strata, under H0 each discordant pair is a fair coin); Holm correction over all comparisons "
-                      "of the report (statsmodels multipletests)")
+                      "sign test over edits (scipy.stats.binomtest): each edit's flip difference A−B is averaged "
+                      "over the seeds it was measured in, and under H0 an edit with a non-zero mean is as likely "
+                      "to favour A as B. Edits that differ between seeds make this the binomial test on the "
+                      "discordant pairs pooled over seeds; edits repeated in every seed count once each. The CI "
+                      "of a comparison with repeated edits resamples seeds and edits crossed (one draw of edits "
+                      "for all seeds). Holm correction over all comparisons of the report (statsmodels "
+                      "multipletests)")
 
 
 @dataclass(frozen=True)
@@ -132,8 +138,49 @@ def combined_discordant_test(discordant: Sequence[tuple[int, int]]) -> float:
     return float(binomtest(a_only, total, 0.5, alternative="two-sided").pvalue)
 
 
-def paired_test(pairs: Mapping[object, tuple[Sequence[int], Sequence[int]]], **boot) -> PairedTest:
-    """``pairs``: per seed, (outcomes of A, outcomes of B) on the same edits in the same order."""
+def edit_sign_test(diffs: Mapping[object, Sequence[float]], edit_ids: Mapping[object, Sequence[object]]) -> float:
+    """Exact two-sided sign test over edits on each edit's mean difference across its seeds."""
+    per_edit: dict[object, list[float]] = {}
+    for seed, values in diffs.items():
+        for edit, value in zip(edit_ids[seed], values):
+            per_edit.setdefault(edit, []).append(float(value))
+    means = np.array([np.mean(v) for v in per_edit.values()])
+    positive, negative = int(np.sum(means > 0)), int(np.sum(means < 0))
+    if positive + negative == 0:
+        return 1.0
+    return float(binomtest(positive, positive + negative, 0.5, alternative="two-sided").pvalue)
+
+
+def crossed_bootstrap(diffs: Mapping[object, Sequence[float]], edit_ids: Mapping[object, Sequence[object]], *,
+                      n_boot: int = N_BOOTSTRAP, confidence: float = CONFIDENCE, seed: int = 0) -> Estimate:
+    """Mean of per-seed means with a percentile CI that resamples seeds and, once per replicate, the
+    edits shared by all seeds (an edit's outcomes in different seeds stay together)."""
+    seeds = sorted(diffs, key=str)
+    edits = sorted({e for s in seeds for e in edit_ids[s]}, key=str)
+    column = {e: j for j, e in enumerate(edits)}
+    matrix = np.full((len(seeds), len(edits)), np.nan)
+    for i, s in enumerate(seeds):
+        for edit, value in zip(edit_ids[s], diffs[s]):
+            matrix[i, column[edit]] = value
+    sizes = tuple(int(np.sum(~np.isnan(row))) for row in matrix)
+    point = float(np.mean([np.nanmean(row) for row in matrix]))
+    rng = np.random.default_rng(seed)
+    replicates = []
+    for _ in range(n_boot):
+        sub = matrix[rng.integers(0, len(seeds), len(seeds))][:, rng.integers(0, len(edits), len(edits))]
+        counts = np.sum(~np.isnan(sub), axis=1)
+        if counts.all():
+            replicates.append(float(np.mean(np.nansum(sub, axis=1) / counts)))
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(replicates, [alpha, 1 - alpha]) if replicates else (math.nan, math.nan)
+    return Estimate(point, float(low), float(high), len(seeds), sizes)
+
+
+def paired_test(pairs: Mapping[object, tuple[Sequence[int], Sequence[int]]],
+                edit_ids: Mapping[object, Sequence[object]] | None = None, **boot) -> PairedTest:
+    """``pairs``: per seed, (outcomes of A, outcomes of B) on the same edits in the same order;
+    ``edit_ids``: per seed, which edit each position is. When an edit recurs across seeds, the test
+    and the CI treat the edit as the unit (``edit_sign_test``, ``crossed_bootstrap``)."""
     diffs, per_seed, discordant, rates_a, rates_b = {}, {}, [], [], []
     for seed, (a, b) in pairs.items():
         a = np.asarray(a, dtype=float)
@@ -149,9 +196,14 @@ def paired_test(pairs: Mapping[object, tuple[Sequence[int], Sequence[int]]], **b
     a_only = sum(x for x, _ in discordant)
     b_only = sum(y for _, y in discordant)
     odds = a_only / b_only if b_only else (math.inf if a_only else math.nan)
-    return PairedTest(hierarchical_bootstrap(diffs, **boot), float(np.mean(rates_a)) if rates_a else math.nan,
-                      float(np.mean(rates_b)) if rates_b else math.nan, a_only, b_only,
-                      combined_discordant_test(discordant), per_seed, odds)
+    ids = {s: list(edit_ids[s]) for s in diffs} if edit_ids is not None else None
+    repeated = ids is not None and sum(len(set(v)) for v in ids.values()) > len({e for v in ids.values() for e in v})
+    if repeated:
+        effect, p_value = crossed_bootstrap(diffs, ids, **boot), edit_sign_test(diffs, ids)
+    else:
+        effect, p_value = hierarchical_bootstrap(diffs, **boot), combined_discordant_test(discordant)
+    return PairedTest(effect, float(np.mean(rates_a)) if rates_a else math.nan,
+                      float(np.mean(rates_b)) if rates_b else math.nan, a_only, b_only, p_value, per_seed, odds)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
