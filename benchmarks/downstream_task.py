@@ -2,8 +2,10 @@
 
 For each fine-tuning setting, the project's own ``finetune`` (the recipe a trial runs) trains the
 unedited toy model; every ``--every`` steps the model is measured on the downstream test rows (DS,
-``eval.ds_*`` of the config) and on the world's facts (top-1 recall on the canonical prompt of
-``--facts`` facts, the same measure as the toy build's recall report). Step 0 is the base model.
+``eval.ds_*`` of the config) and on ``--facts`` of the world's CounterFact-style records, as the
+trial's native-fact control scores them (``metrics/native.py``): ``known`` (the true answer beats
+the record's counterfactual, the rule ES uses) and ``top1`` (every true-answer token is the argmax,
+the toy build's recall rule). Step 0 is the base model.
 
     python benchmarks/downstream_task.py [CONFIG] [--methods lora full] [--layers all edited non_edited]
         [--steps 80] [--every 20] [--seeds 0 1] [--facts 300] [key=value ...]
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import random
 import sys
 import tempfile
 import time
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--every", type=int, default=20)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--facts", type=int, default=300, help="facts whose recall is tracked")
+    parser.add_argument("--facts", type=int, default=300, help="edit-dataset records scored as facts")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -45,28 +46,26 @@ def main() -> None:
 
     from editdecay.config import load_config
     from editdecay.finetune.run import finetune
+    from editdecay.data.edits import load_edit_dataset
     from editdecay.metrics.downstream import evaluate_configured
-    from editdecay.metrics.scoring import score_targets
+    from editdecay.metrics.native import evaluate_native
     from editdecay.models import load_model, resolve_model_path
-    from editdecay.world.facts import World
 
     base_cfg = load_config(args.config, args.overrides)
     model_dir = resolve_model_path(base_cfg)
     model, tokenizer = load_model(base_cfg.model, model_dir)
-    world = World(base_cfg.world)
-    facts = random.Random(0).sample(world.facts, min(args.facts, len(world.facts)))
-    prompts = [f.relation.templates[0].format(f.subject) for f in facts]
-    objects = [f.object for f in facts]
+    records = load_edit_dataset(base_cfg)[: args.facts]
 
     def measure(cfg, m) -> dict[str, float]:
-        ds = evaluate_configured(cfg, m, tokenizer)
-        recall = score_targets(m, tokenizer, prompts, objects, cfg.eval.batch_size)
-        return {"ds": ds.acc, "recall": sum(s.all_correct for s in recall) / len(recall)}
+        native = evaluate_native(m, tokenizer, records, cfg.eval.batch_size)
+        return {"ds": evaluate_configured(cfg, m, tokenizer).acc, "known": native["known"].mean(),
+                "top1": native["top1"].mean()}
 
     with torch.no_grad():
         base = measure(base_cfg, model)
-    print(f"{'method':>6} {'layers':>10} {'seed':>4}  DS and fact recall at steps 0, {args.every}, ..., {args.steps}   (s)")
-    print(f"{'base':>6} {'-':>10} {'-':>4}  DS {base['ds']:.3f}  recall {base['recall']:.3f}")
+    print(f"{'method':>6} {'layers':>10} {'seed':>4}  DS, facts known, facts top-1 at steps 0, {args.every}, ..., "
+          f"{args.steps}   (seconds)")
+    print(f"{'base':>6} {'-':>10} {'-':>4}  DS {base['ds']:.3f}  known {base['known']:.3f}  top1 {base['top1']:.3f}")
     for method in args.methods:
         for layers in args.layers:
             for seed in args.seeds:
@@ -79,9 +78,9 @@ def main() -> None:
                     finetune(cfg, model_dir, Path(tmp) / "ft", evaluate_fn=lambda m: curve.append(measure(cfg, m)) or {},
                              model=model, tokenizer=tokenizer, weights="blocks")
                 seconds = time.perf_counter() - start
-                ds = " ".join(f"{c['ds']:.2f}" for c in curve)  # the curve starts at step 0
-                recall = " ".join(f"{c['recall']:.2f}" for c in curve)
-                print(f"{method:>6} {layers:>10} {seed:>4}  DS {ds}  recall {recall}  ({seconds:.0f})", flush=True)
+                cols = {k: " ".join(f"{c[k]:.2f}" for c in curve) for k in ("ds", "known", "top1")}  # from step 0
+                print(f"{method:>6} {layers:>10} {seed:>4}  DS {cols['ds']}  known {cols['known']}  top1 {cols['top1']}"
+                      f"  ({seconds:.0f})", flush=True)
 
 
 if __name__ == "__main__":

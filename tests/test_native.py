@@ -32,7 +32,7 @@ def test_native_answer_is_the_true_answer_in_both_styles():
 
 def table(known: list[bool]) -> pd.DataFrame:
     return pd.DataFrame({"case_id": [str(i) for i in range(len(known))], "subject": "s", "prompt": "p", "answer": "a",
-                         "known": known, "nll": 0.5, "token_accuracy": [float(k) for k in known]})
+                         "known": known, "top1": known, "nll": 0.5, "token_accuracy": [float(k) for k in known]})
 
 
 def test_retention_counts_only_facts_the_base_model_knows():
@@ -62,10 +62,14 @@ def test_toy_model_knows_its_native_facts_and_noise_destroys_them(toy_model, tin
     facts = native_records(*split_edit_dataset(tiny_cfg), tiny_cfg.eval.native_facts)
     assert len(facts) == tiny_cfg.eval.native_facts
     base = evaluate_native(model, tokenizer, facts)
-    assert base["known"].mean() >= 0.9  # the toy recalls its facts (>99 % measured)
+    assert base["known"].mean() >= 0.9 and base["top1"].mean() >= 0.9  # the toy recalls its facts (>99 % measured)
+    # CounterFact-style facts: known = the true answer beats the record's counterfactual (ES's rule, mirrored).
+    assert (base["known"] == (base["nll"] < base["nll_alternative"])).all()
     torch.manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * p.std())
     metrics, _ = native_summary({"base": base, "ftonly": evaluate_native(model, tokenizer, facts)})
-    assert metrics["native.retention_ftonly"] < 0.5
+    # Noise as large as the weights: the two-answer rule falls toward its chance level of 1/2 (0.62
+    # measured), the top-1 rule to 0.
+    assert metrics["native.retention_ftonly"] < 0.75 and metrics["ftonly.native.top1"] < 0.1

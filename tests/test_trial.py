@@ -74,7 +74,8 @@ def test_destructive_finetuning_lowers_native_retention(mlflow_server, toy_model
         f"cache_dir={TEST_CACHE}", *TRIAL, f"tracking.uri={mlflow_server}", "tracking.experiment=native",
         "edit.method=none", "finetune.lr=0.3"])
     m = run_trial(cfg).metrics
-    assert m["base.native.acc"] >= 0.9 and m["native.retention_ftonly"] < 0.5
+    # The two-answer rule's chance level is 1/2; the top-1 rule has none to fall back on.
+    assert m["base.native.acc"] >= 0.9 and m["native.retention_ftonly"] < 0.75 and m["ftonly.native.top1"] < 0.5
     assert "native.retention" not in m  # no KE→FT group without an editor
 
 

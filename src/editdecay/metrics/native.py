@@ -1,11 +1,21 @@
 """The intrinsic-knowledge control: does the model's own, unedited knowledge survive fine-tuning?
 
 Every trial holds apart a fixed set of *native facts*: records of the same edit dataset that are
-not in the edit batch (the next ``eval.native_facts`` records after the first ``edit.num_edits``).
-They are never edited; each is asked with its rewrite prompt and scored on its true answer
-(``target_true``; zsRE in MEMIT's convention has none, and there ``target_new`` is the true
-answer). A fact is *known* when every answer token is the model's top-1 prediction (teacher
-forced), the zsRE success rule and the toy's recall rule.
+not in the edit batch (the first ``eval.native_facts`` of the records outside it). They are never
+edited; each is asked with its rewrite prompt and scored by the rule that scores an edit, mirrored,
+so "edits survive X, native facts survive Y" compares like with like:
+
+- CounterFact style: the fact is *known* when its true answer (``target_true``) beats the record's
+  counterfactual (``target_new``) by mean per-token NLL — ES's rule with the two answers swapped,
+  and NS's rule. (A rule on the top-1 token alone would also count facts as lost whenever
+  fine-tuning shifts which *word* follows the prompt — measured on the toy: after the downstream
+  task, "The capital of X is" continues with a kind word — while ES, which compares two answers,
+  does not see that shift.)
+- zsRE style (MEMIT's convention: ``target_new`` is the true answer, there is no alternative): known
+  when every answer token is the top-1 prediction (teacher forced), zsRE's success rule.
+
+The per-fact table also keeps the top-1 rule (``top1``: every true-answer token is the argmax) for
+both styles; ``<group>.native.top1`` is its accuracy.
 
 Only facts the base model knows count: ``native.retention`` is the fraction of them still known
 after KE→FT, ``native.retention_ftonly`` after FT-only, ``native.retention_edit`` after editing
@@ -46,15 +56,24 @@ def evaluate_native(model, tokenizer, records: Sequence[EditRecord], batch_size:
     token accuracy."""
     from editdecay.metrics.scoring import score_targets  # torch: only where a model is scored
 
-    columns = ["case_id", "subject", "prompt", "answer", "known", "nll", "token_accuracy"]
+    columns = ["case_id", "subject", "prompt", "answer", "known", "top1", "nll", "nll_alternative", "token_accuracy"]
     if not records:
         return pd.DataFrame(columns=columns)
     prompts = [r.rewrite_prompt for r in records]
     answers = [native_answer(r) for r in records]
-    scores = score_targets(model, tokenizer, prompts, answers, batch_size=batch_size)
-    return pd.DataFrame([{"case_id": str(r.case_id), "subject": r.subject, "prompt": p, "answer": a,
-                          "known": s.all_correct, "nll": s.nll, "token_accuracy": s.token_accuracy}
-                         for r, p, a, s in zip(records, prompts, answers, scores)], columns=columns)
+    # CounterFact records also score their counterfactual, in the same batched call.
+    rivals = [(i, r.target_new) for i, r in enumerate(records) if r.target_true is not None]
+    scores = score_targets(model, tokenizer, prompts + [prompts[i] for i, _ in rivals],
+                           answers + [alt for _, alt in rivals], batch_size=batch_size)
+    alternative = {i: s for (i, _), s in zip(rivals, scores[len(records):])}
+    rows = []
+    for i, (r, p, a, s) in enumerate(zip(records, prompts, answers, scores)):
+        alt = alternative.get(i)
+        rows.append({"case_id": str(r.case_id), "subject": r.subject, "prompt": p, "answer": a,
+                     "known": s.nll < alt.nll if alt is not None else s.all_correct, "top1": s.all_correct,
+                     "nll": s.nll, "nll_alternative": alt.nll if alt is not None else math.nan,
+                     "token_accuracy": s.token_accuracy})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def native_summary(tables: Mapping[str, pd.DataFrame | None]) -> tuple[dict[str, float], pd.DataFrame]:
@@ -73,8 +92,10 @@ def native_summary(tables: Mapping[str, pd.DataFrame | None]) -> tuple[dict[str,
         if list(table["case_id"]) != list(base["case_id"]):
             raise ValueError(f"native facts of group {group} differ from the base model's")
         per_fact[f"known_{group}"] = table["known"].astype(bool).to_numpy()
+        per_fact[f"top1_{group}"] = table["top1"].astype(bool).to_numpy()
         per_fact[f"nll_{group}"] = table["nll"].to_numpy()
         metrics[f"{group}.native.acc"] = float(per_fact[f"known_{group}"].mean()) if len(table) else math.nan
+        metrics[f"{group}.native.top1"] = float(per_fact[f"top1_{group}"].mean()) if len(table) else math.nan
     known = per_fact["known_base"]
     metrics["native.n_known"] = float(known.sum())
     for group, name in (("edit", "native.retention_edit"), ("ftonly", "native.retention_ftonly"),
