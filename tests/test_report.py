@@ -219,6 +219,33 @@ def test_paired_layer_comparison_is_exact_mcnemar_per_seed_on_the_same_edits(tin
 
 
 @pytest.mark.slow
+def test_edits_vs_native_table_recomputes_from_the_runs(tiny_sweep, report):
+    client = MlflowClient(tiny_sweep["uri"])
+    exp = client.get_experiment_by_name("editdecay-smoke-tiny")
+    runs = client.search_runs([exp.experiment_id], f"tags.`editdecay.sweep` = '{tiny_sweep['state']['sweep_id']}' "
+                              "and params.`edit.method` = 'memit' and params.`finetune.method` = 'lora' "
+                              "and params.`finetune.layers` = 'edited'")
+    retained, survived = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in runs:
+            if r.info.status != "FINISHED":
+                continue
+            seed = int(r.data.params["seed"])
+            native = pd.read_csv(client.download_artifacts(r.info.run_id, "results/native_facts.csv", f"{tmp}/{seed}"))
+            known = native[native["known_base"]]
+            retained[seed] = known["known_ft"].mean()
+            assert retained[seed] == pytest.approx(r.data.metrics["native.retention"])  # the trial's own metric
+            survived[seed] = 1 - r.data.metrics["survival.efr"]
+    rows = report["tables"][(report["tables"]["table"] == "edits_vs_native") & (report["tables"]["editor"] == "memit")]
+    cell = lambda column: rows[rows["column"] == column].iloc[0]  # noqa: E731
+    assert cell("native retained · lora/edited")["mean"] == pytest.approx(np.mean(list(retained.values())))
+    assert cell("edits survive · lora/edited")["mean"] == pytest.approx(np.mean(list(survived.values())))
+    diff = cell("edits − native · lora/edited")
+    assert diff["mean"] == pytest.approx(np.mean([survived[s] - retained[s] for s in survived]))
+    assert diff["ci_low"] <= diff["mean"] <= diff["ci_high"]
+
+
+@pytest.mark.slow
 def test_findings_quote_the_comparison_numbers(report):
     found = report["summary"]["findings"]
     comp = report["comparisons"]

@@ -32,6 +32,7 @@ class ReportData:
     per_edit: pd.DataFrame  # one row per (usable run, edit)
     run_table: pd.DataFrame  # one row per run (usable or not): settings, status, problem, DS metrics
     curves: pd.DataFrame  # one row per (usable run, step): settings, seed, step, es
+    native: pd.DataFrame | None = None  # one row per (usable run, native fact): settings, known_<group>
 
     @property
     def usable(self) -> pd.DataFrame:
@@ -75,7 +76,7 @@ def records_key(trial: TrialRun) -> str:
 
 
 def build_data(runs: SweepRuns) -> ReportData:
-    run_rows, edit_parts, curve_rows = [], [], []
+    run_rows, edit_parts, curve_rows, native_parts = [], [], [], []
     for t in runs.trials:
         s = settings_of(t)
         problem = t.problem or ""
@@ -103,12 +104,15 @@ def build_data(runs: SweepRuns) -> ReportData:
         for k, v in {"run_id": t.run_id, **s, "records_key": records_key(t)}.items():
             pe[k] = v
         edit_parts.append(pe)
+        if t.native is not None and len(t.native):
+            native_parts.append(t.native.assign(**{"run_id": t.run_id, **s}))
         for step, value in t.curve:
             curve_rows.append({"run_id": t.run_id, **s, "step": step, "es": value})
     run_table = pd.DataFrame(run_rows)
     per_edit = pd.concat(edit_parts, ignore_index=True) if edit_parts else pd.DataFrame()
     curves = pd.DataFrame(curve_rows, columns=["run_id", *SETTING_KEYS, "seed", "step", "es"])
-    return ReportData(runs, per_edit, run_table, curves)
+    native = pd.concat(native_parts, ignore_index=True) if native_parts else pd.DataFrame()
+    return ReportData(runs, per_edit, run_table, curves, native)
 
 
 def order_key(column: str):

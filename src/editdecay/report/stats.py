@@ -94,6 +94,28 @@ def hierarchical_bootstrap(groups: Mapping[object, Sequence[float]], *, n_boot: 
     return Estimate(point, float(low), float(high), len(arrays), sizes)
 
 
+def difference_bootstrap(groups_a: Mapping[object, Sequence[float]], groups_b: Mapping[object, Sequence[float]], *,
+                         n_boot: int = N_BOOTSTRAP, confidence: float = CONFIDENCE, seed: int = 0) -> Estimate:
+    """Mean over seeds of (mean of A − mean of B) for two unpaired samples measured in the same seeds
+    (edits and native facts of one trial): seeds resampled, then A and B independently within each."""
+    shared = sorted(set(groups_a) & set(groups_b), key=str)
+    pairs = [(np.asarray(groups_a[s], dtype=float), np.asarray(groups_b[s], dtype=float)) for s in shared]
+    pairs = [(a[~np.isnan(a)], b[~np.isnan(b)]) for a, b in pairs]
+    pairs = [(a, b) for a, b in pairs if a.size and b.size]
+    if not pairs:
+        return NAN_ESTIMATE
+    rng = np.random.default_rng(seed)
+    point = float(np.mean([a.mean() - b.mean() for a, b in pairs]))
+    sizes = tuple(int(a.size + b.size) for a, b in pairs)
+    per_seed = np.stack([a[rng.integers(0, a.size, size=(n_boot, a.size))].mean(axis=1)
+                         - b[rng.integers(0, b.size, size=(n_boot, b.size))].mean(axis=1) for a, b in pairs])
+    pick = rng.integers(0, len(pairs), size=(n_boot, len(pairs)))
+    replicates = per_seed[pick, np.arange(n_boot)[:, None]].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(replicates, [alpha, 1 - alpha])
+    return Estimate(point, float(low), float(high), len(pairs), sizes)
+
+
 def seed_level_bootstrap(values: Mapping[object, float], **kw) -> Estimate:
     """For run-level numbers (DS accuracy): one value per seed, bootstrap over seeds."""
     return hierarchical_bootstrap({k: [v] for k, v in values.items()}, **kw)

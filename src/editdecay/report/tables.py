@@ -6,7 +6,8 @@ import pandas as pd
 
 from editdecay.report.data import GROUPS, METRICS, ROW_KEYS, ReportData, order_key
 from editdecay.report.registry import Table, register_table
-from editdecay.report.stats import BOOTSTRAP_NOTE, Estimate, hierarchical_bootstrap, seed_level_bootstrap
+from editdecay.report.stats import (BOOTSTRAP_NOTE, Estimate, difference_bootstrap, hierarchical_bootstrap,
+                                    seed_level_bootstrap)
 
 METRIC_NAMES = {"es": "ES (efficacy)", "ps": "PS (paraphrase)", "ns": "NS (neighborhood)"}
 
@@ -114,3 +115,38 @@ def downstream(data: ReportData) -> list[Table]:
                   "DS accuracy is one number per run (the per-example answers are not re-read), so its 95% CI is a "
                   "percentile bootstrap over seeds only (B = 2000); n = seeds × 1. One seed: no CI.",
                   _wide(long, columns), long)]
+
+
+@register_table("edits_vs_native")
+def edits_vs_native(data: ReportData) -> list[Table]:
+    """Edit survival next to the intrinsic-knowledge control, per FT setting: do edits decay faster
+    than the facts the model knew by itself (arXiv 2507.14198 reports they do)?"""
+    pe, native = data.per_edit, data.native
+    if pe.empty or native is None or native.empty or "known_ft" not in native.columns:
+        return []
+    rows, columns = [], []
+    survived = pe.assign(survived=1.0 - pe["flip"])  # over edits that succeeded after editing
+    retained = native[native["known_base"].astype(bool)].assign(retained=lambda f: f["known_ft"].astype(float))
+    for keys, part in survived[survived["ft"] != "none"].groupby([*ROW_KEYS, "ft", "layers"], sort=False):
+        keys = dict(zip([*ROW_KEYS, "ft", "layers"], keys))
+        facts = retained
+        for k, v in keys.items():
+            facts = facts[facts[k].astype(str) == str(v)]
+        setting = f"{keys['ft']}/{keys['layers']}"
+        edits_by_seed, facts_by_seed = _by_seed(part, "survived"), _by_seed(facts, "retained")
+        for label, est in ((f"edits survive · {setting}", hierarchical_bootstrap(edits_by_seed)),
+                           (f"native retained · {setting}", hierarchical_bootstrap(facts_by_seed)),
+                           (f"edits − native · {setting}", difference_bootstrap(edits_by_seed, facts_by_seed))):
+            if est.n_seeds:
+                rows.append(_long_row("edits_vs_native", "survival", keys, label, est))
+                if label not in columns:
+                    columns.append(label)
+    if not rows:
+        return []
+    long = pd.DataFrame(rows)
+    return [Table("edits_vs_native", "Edits vs the model's own facts after fine-tuning (KE→FT)",
+                  "Edits survive = 1 − EFR (edits successful after editing that still succeed after KE→FT). Native "
+                  "retained = of the never-edited native facts the base model knows, the fraction still known after "
+                  "KE→FT (metrics/native.py: the edit metrics' rule, mirrored). edits − native: difference of the two, "
+                  f"bootstrapped with edits and facts resampled independently within each drawn seed. {BOOTSTRAP_NOTE}; "
+                  "n = seeds × items.", _wide(long, columns), long)]

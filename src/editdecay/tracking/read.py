@@ -6,6 +6,8 @@ from here. What a trial logs today (``pipeline/trial.py``) and what we read:
 - params: the flattened trial config (``edit.method``, ``finetune.method``, ``finetune.layers``, ``seed``, …)
 - ``results/per_edit.csv``: one row per edit, ES/PS/NS of every group side by side
   (``es_base``, ``es_edit``, ``es_ftonly``, ``es_ft``, …) and ``flipped``
+- ``results/native_facts.csv``: one row per native (never edited) fact, ``known_<group>`` side by
+  side (optional: runs from before the native-fact control have none)
 - ``edits/records.jsonl``: the edit records (for the relation of each case id); read once per
   distinct edit set (the ``records`` stage key), not once per run
 - metrics: ``<group>.ds.acc`` and the decay curve ``curve.es`` by step
@@ -34,6 +36,7 @@ from editdecay.tracking import resolve_tracking_uri
 from editdecay.tracking.runs import check_reachable
 
 PER_EDIT_ARTIFACT = "results/per_edit.csv"
+NATIVE_ARTIFACT = "results/native_facts.csv"
 RECORDS_ARTIFACT = "edits/records.jsonl"
 CURVE_METRIC = "curve.es"
 SWEEP_STATE_FILE = "editdecay_sweep.json"  # written by sweep/runner.py into the sweep's storage dir
@@ -59,6 +62,7 @@ class TrialRun:
     tags: dict[str, str]
     metrics: dict[str, float]
     per_edit: pd.DataFrame | None = field(default=None, repr=False)
+    native: pd.DataFrame | None = field(default=None, repr=False)  # per native fact; None if not logged
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, curve.es)
     problem: str | None = None  # why this run's per-edit results are not usable
 
@@ -243,6 +247,11 @@ def _load_results(client: MlflowClient, trial: TrialRun) -> None:
     except (MlflowException, OSError) as err:
         trial.problem = f"no {PER_EDIT_ARTIFACT} ({str(err).splitlines()[0][:120]})"
         return
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            trial.native = pd.read_csv(client.download_artifacts(trial.run_id, NATIVE_ARTIFACT, tmp))
+    except (MlflowException, OSError):
+        trial.native = None  # logged only since the native-fact control exists; the report goes on without
     if CURVE_METRIC in trial.metrics:
         history = client.get_metric_history(trial.run_id, CURVE_METRIC)
         trial.curve = sorted((int(m.step), float(m.value)) for m in history)
