@@ -56,6 +56,21 @@ def test_tokenizer_adds_bos_and_roundtrips(toy_model):
     assert tok.decode(ids, skip_special_tokens=True) == "The capital of"
 
 
+def test_subword_tokenizer_splits_names_and_covers_the_world(toy_world):
+    """The multi-token-subject alternative (benchmarks/subject_position.py): invented names in
+    syllable pieces, common words whole, nothing unknown, names decode back to themselves."""
+    from editdecay.world.toy import build_subword_tokenizer
+
+    tok = build_subword_tokenizer(toy_world)
+    assert all(tok.unk_token_id not in tok(text)["input_ids"] for text in toy_world.all_texts())
+    for kind in ("country", "city", "company", "person"):
+        for name in toy_world.entities[kind]:
+            pieces = tok.tokenize(name)
+            assert len(pieces) >= 2 and tok.decode(tok(name, add_special_tokens=False)["input_ids"]) == name, pieces
+    assert tok.tokenize("The capital of") == ["The", "capital", "of"]
+    assert tok.tokenize(toy_world.entities["occupation"][0]) == [toy_world.entities["occupation"][0]]
+
+
 def test_llama_variant_builds_and_loads(tmp_path):
     cfg = load_config(REPO / "configs" / "tiny.yaml", [
         f"cache_dir={tmp_path}", "model.toy.arch=llama", "model.toy.epochs=1", "model.toy.n_layer=2",

@@ -65,7 +65,12 @@ HPARAMS: dict[str, EditHparams] = {
     # word-level token, copied forward by the first attention layer: patching the subject's hidden
     # state at any block output changes no answer (measured), so facts are read at the prompt's
     # last token ("last", a fact_token strategy of the reference code). λ trades ES/PS for NS;
-    # 3000 is the measured balance at 100 edits (benchmarks/README.md).
+    # 3000 is the measured balance at 100 edits (benchmarks/README.md). "subject_last" was tried
+    # with multi-token subjects (build_subword_tokenizer; benchmarks/subject_position.py) and does
+    # not work on the toy: swapping the subject's last-token state between two subjects moves 0-1 %
+    # of answers at any block, causal tracing finds no MLP effect there, and MEMIT at subject_last
+    # reaches ES ~22 % (toy.yaml, 100 and 1,000 edits) - the toy resolves the subject at the
+    # prompt's last token from the subject's pieces, not from an enriched subject token.
     "toy": EditHparams(layers=(1, 2), mom2_weight=3000.0, v_num_grad_steps=25, v_lr=0.5, clamp_norm_factor=4.0,
                        kl_factor=0.0625, v_weight_decay=0.05, n_context_templates=5, context_template_length=6,
                        fact_token="last", nullspace_threshold=1e-2, nullspace_mode="relative", alpha=2.5),

@@ -19,6 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from filelock import FileLock
@@ -27,7 +28,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrain
 
 from editdecay.config import ToyModelConfig, TrialConfig, WorldConfig, stable_hash
 from editdecay.metrics.scoring import score_targets
-from editdecay.world.facts import BOS, World
+from editdecay.world.facts import _ONSETS, _SUFFIX, _VOWELS, BOS, INSTRUMENTS, OCCUPATIONS, World
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,12 @@ def deterministic_cpu():
         torch.use_deterministic_algorithms(was_deterministic)
 
 
-def build_toy_model(world_cfg: WorldConfig, toy_cfg: ToyModelConfig, out_dir: Path) -> RecallReport:
+def build_toy_model(world_cfg: WorldConfig, toy_cfg: ToyModelConfig, out_dir: Path,
+                    tokenizer_builder: Callable[[World], PreTrainedTokenizerFast] | None = None) -> RecallReport:
+    """``tokenizer_builder``: :func:`build_tokenizer` (the recipe) unless a benchmark asks for another."""
     start = time.perf_counter()
     world = World(world_cfg)
-    tokenizer = build_tokenizer(world)
+    tokenizer = (tokenizer_builder or build_tokenizer)(world)
     with deterministic_cpu():
         model = train_toy_model(world, tokenizer, toy_cfg)
     report = evaluate_recall(model, tokenizer, world)
@@ -126,11 +129,38 @@ def build_tokenizer(world: World) -> PreTrainedTokenizerFast:
     words: set[str] = set()
     for text in world.all_texts():
         words.update(w for w, _ in pre.pre_tokenize_str(text))
-    vocab = {tok: i for i, tok in enumerate([PAD, UNK, BOS] + sorted(words))}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    tk.pre_tokenizer = pre
+    return _fast_tokenizer(models.WordLevel, sorted(words))
+
+
+def build_subword_tokenizer(world: World) -> PreTrainedTokenizerFast:
+    """The multi-token-subject alternative (not the default recipe; benchmarks/subject_position.py):
+    common words stay whole, invented names split into the syllable and suffix pieces they were
+    generated from ("Maheionia" → "Ma", "##hei", "##onia"; greedy longest match, as WordPiece),
+    so a subject's identity is spread over several tokens as in real LMs' sub-word vocabularies.
+    Measured on the toy: its facts are still read at the prompt's last token, not the subject's."""
+    pre = pre_tokenizers.Whitespace()
+    names = {part for name in world.kind_of for part in name.split()} - set(OCCUPATIONS) - set(INSTRUMENTS)
+    words: set[str] = set()
+    for text in world.all_texts():
+        words.update(w for w, _ in pre.pre_tokenize_str(text))
+    return _fast_tokenizer(models.WordPiece, sorted((words - names) | set(name_pieces())))
+
+
+def name_pieces() -> list[str]:
+    """Capitalised first syllables ("Zo"), later syllables and kind suffixes as continuations
+    ("##ta", "##ria"), and single letters so every capitalised word splits into known pieces."""
+    syllables = {onset + vowel for onset in _ONSETS for vowel in _VOWELS}
+    suffixes = {suffix for kind in _SUFFIX.values() for suffix in kind if suffix}
+    letters = set("abcdefghijklmnopqrstuvwxyz")
+    return sorted({s.capitalize() for s in syllables | letters} | {"##" + s for s in syllables | suffixes | letters})
+
+
+def _fast_tokenizer(model_type, words: list[str]) -> PreTrainedTokenizerFast:
+    vocab = {tok: i for i, tok in enumerate([PAD, UNK, BOS] + words)}
+    tk = Tokenizer(model_type(vocab=vocab, unk_token=UNK))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tk.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])])
-    tk.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tk.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces (and "##" pieces to their word)
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=BOS, eos_token=BOS, unk_token=UNK, pad_token=PAD,
                                    model_max_length=1024)
 
