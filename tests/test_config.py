@@ -35,7 +35,7 @@ def test_config_is_frozen_once_validated():
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("edit.methd=memit", "unknown config key 'edit.methd'; allowed here: method, num_edits, layers, chunk_size"),
+        ("edit.methd=memit", "unknown config key 'edit.methd'; allowed here: method, num_edits, selection, layers, chunk_size"),
         ("editt.method=memit", "unknown config key 'editt'"),
         ("model.toy.depth=3", "unknown config key 'model.toy.depth'"),
         ("edit.method=rome", "config key 'edit.method': got 'rome'; allowed: 'none', 'memit' or 'alphaedit'"),

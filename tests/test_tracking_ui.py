@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from editdecay.config import flatten, load_config
+from editdecay.finetune.recipe import PRESETS
 
 from conftest import REPO, TEST_CACHE
 
@@ -63,7 +64,8 @@ def test_every_hyperparameter_the_recipe_used_has_a_value(project_run):
     assert "finetune.lr" in nulls and "edit.v_lr" in nulls  # the preset and the editing table filled these
     missing = [k for k in nulls if params.get(f"resolved.{k}") in (None, "", "null", "None")]
     assert missing == []
-    assert float(params["resolved.finetune.lr"]) == 1e-3 and int(params["resolved.finetune.lora_r"]) == 8  # toy preset
+    toy_peft = PRESETS["toy"]["peft"]
+    assert float(params["resolved.finetune.lr"]) == toy_peft["lr"] and int(params["resolved.finetune.lora_r"]) == toy_peft["lora_r"]
     assert json.loads(params["resolved.edit.layers"]) == [1, 2]  # the editing table's toy row
     assert int(params["resolved.finetune.max_steps"]) == 12
 

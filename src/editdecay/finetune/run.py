@@ -127,6 +127,12 @@ def _finetune_model(cfg, model, tokenizer, out_dir: Path, evaluate_fn, edited_la
         if restore is not None:
             restore.keep_trained(model)
     else:
+        # The adapters' random init draws from the global RNG: seed it here, or the init (and with it
+        # the trial's numbers) depends on whatever ran before in the process (the Trainer seeds only
+        # later, when it is built).
+        from transformers import set_seed
+
+        set_seed(cfg.seed)
         model = apply_adapters(model, ft, recipe, layers)
         n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
