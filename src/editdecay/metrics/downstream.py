@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from editdecay.errors import DataError
-from editdecay.world.facts import KIND_ORDER, KIND_WORDS
+from editdecay.world.facts import KIND_WORDS
 
 # The paper's decoding (LLM-Adapters commonsense_evaluate.py).
 GENERATION_KWARGS = dict(num_beams=4, temperature=0.1, top_p=0.75, top_k=40, max_new_tokens=32, do_sample=False)
@@ -45,7 +45,7 @@ TASK_CANDIDATES: dict[str, tuple[str, ...]] = {
     "openbookqa": _ANSWERS_5,
     "hellaswag": _ANSWERS_4,
     "winogrande": ("option1", "option2"),
-    "world_kind": tuple(KIND_WORDS[k] for k in KIND_ORDER),
+    "world_kind": tuple(KIND_WORDS.values()),
 }
 _FAMILIES = (("answer", _ANSWERS_5), ("option", ("option1", "option2")), ("solution", ("solution1", "solution2")))
 

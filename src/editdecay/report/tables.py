@@ -125,13 +125,13 @@ def edits_vs_native(data: ReportData) -> list[Table]:
     if pe.empty or native is None or native.empty or "known_ft" not in native.columns:
         return []
     rows, columns = [], []
+    by = [*ROW_KEYS, "ft", "layers"]
     survived = pe.assign(survived=1.0 - pe["flip"])  # over edits that succeeded after editing
     retained = native[native["known_base"].astype(bool)].assign(retained=lambda f: f["known_ft"].astype(float))
-    for keys, part in survived[survived["ft"] != "none"].groupby([*ROW_KEYS, "ft", "layers"], sort=False):
-        keys = dict(zip([*ROW_KEYS, "ft", "layers"], keys))
-        facts = retained
-        for k, v in keys.items():
-            facts = facts[facts[k].astype(str) == str(v)]
+    facts_of = dict(iter(retained.groupby(by, sort=False)))  # the same setting columns as the edits
+    for values, part in survived[survived["ft"] != "none"].groupby(by, sort=False):
+        keys = dict(zip(by, values))
+        facts = facts_of.get(values, retained.iloc[:0])
         setting = f"{keys['ft']}/{keys['layers']}"
         edits_by_seed, facts_by_seed = _by_seed(part, "survived"), _by_seed(facts, "retained")
         for label, est in ((f"edits survive · {setting}", hierarchical_bootstrap(edits_by_seed)),

@@ -107,9 +107,7 @@ _SUFFIX = {
 N_CURRENCIES, N_LANGUAGES, N_CONTINENTS = 24, 24, 7
 KIND_WORDS = {"country": "country", "city": "city", "currency": "currency", "language": "language",
               "continent": "continent", "occupation": "occupation", "instrument": "musical instrument",
-              "company": "company", "person": "person"}
-# The order the downstream task's answer format lists the kinds in.
-KIND_ORDER = ("country", "city", "currency", "language", "continent", "occupation", "instrument", "company", "person")
+              "company": "company", "person": "person"}  # in this order in the downstream answer format
 
 
 @dataclass(frozen=True)
@@ -269,15 +267,15 @@ class World:
 
         It needs what the model knows (pretraining says "X is a country .") but no fact that gets
         edited, like the study's commonsense tasks, and fine-tuning can teach it: the base model
-        never saw the question, so it answers near chance (1/9), and 60-80 steps teach it
-        (benchmarks/README.md, "Downstream task"). The earlier ARC-/BoolQ-style tasks (pick the
+        never saw the question, so it answers near chance (1/9), and ~120 steps teach it (default
+        toy: 0.15 → 0.76 LoRA / 0.90 full; benchmarks/README.md, "Downstream task"). The earlier ARC-/BoolQ-style tasks (pick the
         member of a kind among four options; "is X a country?") stayed at chance after 160 steps
         of full fine-tuning at lr 1e-3 on the default toy (measured: 0.20 → 0.23, 0.48 → 0.53),
         so fine-tuning taught nothing there. The answer format lists the kinds before the question,
         as LLM-Adapters' tasks do ("Answer format: ..."), with the question last."""
         rng = random.Random(f"{self.cfg.seed}-downstream")
         kinds = sorted(self.entities)
-        answer_format = "/".join(KIND_WORDS[k] for k in KIND_ORDER)
+        answer_format = "/".join(KIND_WORDS.values())
         # Test questions ask about entities fine-tuning never asks about, so DS measures whether the
         # task was learned (from what pretraining taught), not whether answers were memorised.
         fraction = self.cfg.downstream_test_fraction
