@@ -1,5 +1,10 @@
 """Files are written whole or not at all: write to a temporary name beside the target, then rename.
 
+Permissions follow the umask, as ``open()`` and ``mkdir`` would give: ``tempfile`` creates its
+files 0600 and directories 0700, so the temporary is widened to ``0666 & ~umask`` (files) or
+``0777 & ~umask`` (directories) before it is renamed into place — a shared report or cache is
+readable by whoever the umask allows (0644 / 0755 under the usual 022).
+
 Output directories are never someone else's: every directory the tool writes carries a marker file
 (:data:`OUTPUT_MARKER`), and an existing directory is replaced only if it has one (or is empty).
 ``.``, ``/``, the home directory and any directory above the current one are always refused.
@@ -34,6 +39,13 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
         name = "the current directory" if target == cwd else ("your home directory" if target == home
                                                               else "a directory above the current one")
         raise OutputDirError(f"{what} {path}: refusing to replace {name}; give a new directory, e.g. {what} out")
+    for parent in target.parents:  # the nearest existing ancestor must be a directory we can write into
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputDirError(f"{what} {path}: {parent} is a file, not a directory; give a path under a directory")
+            if not os.access(parent, os.W_OK | os.X_OK) and not target.exists():
+                raise OutputDirError(f"{what} {path}: {parent} is not writable; give a directory you can write to")
+            break
     if target.exists():
         if not target.is_dir():
             raise OutputDirError(f"{what} {path}: is a file, not a directory; give a new directory")
@@ -63,6 +75,24 @@ def replace_directory(tmp: Path, path: Path) -> None:
         os.replace(tmp, path)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux lets us (``/proc/self/status``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (not atomic across threads, but brief)
+    os.umask(mask)
+    return mask
+
+
+def umask_mode(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open()`` / ``mkdir`` would have (tempfile uses 0600 / 0700)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 def tmp_tag() -> str:
     """Host and process id in temporary names: a later run can tell whose leftover it is."""
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -76,6 +106,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[str], None]) -> 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        umask_mode(tmp)
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -109,6 +140,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{tmp_tag()}.", suffix=".tmp"))
     try:
+        umask_mode(tmp, directory=True)
         yield tmp
         mark_output_dir(tmp)
         replace_directory(tmp, path)
