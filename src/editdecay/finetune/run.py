@@ -214,7 +214,7 @@ def _prepare_work(work: Path, resume_key: str, resume: bool) -> None:
             recorded = None
         if recorded != resume_key or not resume:
             if (work / "checkpoints").exists():
-                why = "finetune.resume=false" if resume else "they were written by another config (finetune.*, seed, model or data differ)"
+                why = "finetune.resume=false" if not resume else "they were written by another config (finetune.*, seed, model or data differ)"
                 log.warning("finetune: discarding the checkpoints in %s: %s; training starts fresh", work, why)
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)

@@ -124,6 +124,8 @@ def verify_stage(directory: Path) -> str | None:
         expected = record["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"{MARKER} is unreadable"
+    if not isinstance(expected, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in expected.items()):
+        return f"{MARKER} has no file table"  # e.g. "files": [] — a damaged record, not an empty stage
     for rel, digest in expected.items():
         p = directory / rel
         if not p.is_file():
