@@ -32,6 +32,15 @@ def check_tracking_uri(uri: str, what: str | None = "tracking.uri") -> None:
     scheme = urlsplit(uri).scheme.split("+")[0].lower() if "://" in uri or uri.startswith("sqlite:") else ""
     if len(scheme) == 1:  # a Windows drive letter: a plain path
         scheme = ""
+    if scheme in ("http", "https"):
+        try:
+            parts = urlsplit(uri)
+            parts.port  # noqa: B018  raises for a port that is not a number in 0..65535
+        except ValueError as err:
+            raise TrackingURIError(f"{what + ': ' if what else ''}{str(err)[:1].lower()}{str(err)[1:]} in {redact_uri(uri)}; use http(s)://host:port "
+                                   "with a port in 1..65535") from None
+        if not parts.hostname:
+            raise TrackingURIError(f"{what + ': ' if what else ''}no host in {redact_uri(uri)}; use http(s)://host:port")
     if scheme and scheme not in KNOWN_SCHEMES:
         raise TrackingURIError(f"{what + ': ' if what else ''}unknown scheme '{scheme}' in {redact_uri(uri)}; use http(s)://host:port, "
                          "sqlite:///path/mlflow.db, file:///path or a database URL (postgresql://, mysql://)")

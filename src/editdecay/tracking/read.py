@@ -126,7 +126,14 @@ def sweep_state(path: str | os.PathLike) -> dict | None:
     p = Path(path)
     file = p / SWEEP_STATE_FILE if p.is_dir() else p
     if file.name == SWEEP_STATE_FILE and file.is_file():
-        return json.loads(file.read_text())
+        try:
+            state = json.loads(file.read_text())
+            if isinstance(state, dict) and isinstance(state.get("sweep_id"), str) and isinstance(state.get("tracking_uri"), str):
+                return state
+        except (OSError, ValueError):
+            pass
+        raise ReportInputError(f"{file} is not a readable sweep state (damaged or edited); pass the sweep id "
+                               "(tag editdecay.sweep) with --sweep and the store with --tracking-uri instead")
     return None
 
 
@@ -137,7 +144,13 @@ def read_sweep(sweep: str, *, tracking_uri: str | None = None, experiment: str |
         raise ReportInputError(f"no sweep state ({SWEEP_STATE_FILE}) in '{sweep}'; run the sweep with that --storage "
                                "first, or pass the sweep id (tag editdecay.sweep)")
     if state is not None:
-        sweep, tracking_uri = state["sweep_id"], tracking_uri or state["tracking_uri"]
+        stored = state["tracking_uri"]
+        if not tracking_uri and "***" in stored:  # the state file never holds credentials (sweep/runner.py)
+            tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+            if not tracking_uri:
+                raise ReportInputError(f"the sweep state in '{sweep}' names the tracking store {stored} with its "
+                                       "credentials removed; pass --tracking-uri (or MLFLOW_TRACKING_URI) with them")
+        sweep, tracking_uri = state["sweep_id"], tracking_uri or stored
     client, uri = _client(tracking_uri)
     experiments = _all_experiments(client)
     found = _search(client, list(experiments), f"tags.`editdecay.sweep` = {_quote(sweep)}") if experiments else []

@@ -11,6 +11,7 @@ Tracking URI: ``tracking_uri`` argument, else ``MLFLOW_TRACKING_URI``, else the 
 from __future__ import annotations
 
 import getpass
+import http.client
 import json
 import os
 import platform
@@ -53,14 +54,30 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
     if not uri.startswith(("http://", "https://")):
         return
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
+        with urllib.request.urlopen(_health_request(uri), timeout=timeout) as resp:
             if resp.status == 200:
                 return
             raise TrackingError(f"tracking server {redact_uri(uri)} answered /health with HTTP {resp.status}")
-    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as err:
+    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError, ValueError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", err)
         raise TrackingError(f"tracking server {redact_uri(uri)} is unreachable ({reason}); start it with `editdecay server` "
                             "or unset MLFLOW_TRACKING_URI to use the embedded sqlite store") from None
+
+
+def _health_request(uri: str) -> urllib.request.Request:
+    """GET <uri>/health with the real credentials: ``user:pass@`` in the URI becomes a Basic auth
+    header, as MLflow's client sends it (urllib would take ``user:pass@host`` for the host name).
+    Only messages show the URI redacted; the connection always uses it as given."""
+    import base64
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    headers = {}
+    if parts.username is not None or parts.password is not None:
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
+    return urllib.request.Request(urlunsplit(parts).rstrip("/") + "/health", headers=headers)
 
 
 def get_experiment_id(client: MlflowClient, name: str) -> str:
