@@ -12,10 +12,12 @@ always returns the ``[out, in]`` view so editors write ``W += Δ`` one way for e
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from editdecay.errors import ConfigError, ModelLoadError
+
+if TYPE_CHECKING:  # annotations only: the preflight reads this table before torch is imported
+    import torch
 
 
 @dataclass(frozen=True)

@@ -17,16 +17,15 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 import torch
 
 from editdecay.arch import arch_for
 from editdecay.config import ModelConfig
 from editdecay.errors import EditDecayError, ModelLoadError
+from editdecay.preflight import hub_reachable as _hub_reachable  # one probe, shared with the preflight
 from editdecay.preflight import looks_like_path  # one rule for 'a path, not a hub id'
 
 if TYPE_CHECKING:
@@ -35,9 +34,6 @@ if TYPE_CHECKING:
     from editdecay.config import TrialConfig
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-# Seconds allowed for the hub connectivity probe (DNS + TCP connect).
-_PROBE_TIMEOUT_S = 3.0
 
 # Fingerprint: tensors up to this many elements are hashed in full, larger ones by a strided sample.
 _FULL_HASH_MAX_NUMEL = 1 << 20
@@ -205,41 +201,6 @@ def _local_dir(name: str) -> Path | None:
             "(with config.json) or a hub id such as gpt2-xl"
         )
     return None
-
-
-def _probe_address() -> tuple[str, int]:
-    """Host and port a hub request would connect to first (the proxy if one is configured)."""
-    from huggingface_hub import constants
-
-    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        proxy = os.environ.get(var)
-        if proxy:
-            u = urlparse(proxy if "://" in proxy else f"http://{proxy}")
-            if u.hostname:
-                return u.hostname, u.port or 80
-    u = urlparse(constants.ENDPOINT)
-    return u.hostname or "huggingface.co", u.port or (443 if u.scheme == "https" else 80)
-
-
-def _hub_reachable(timeout: float = _PROBE_TIMEOUT_S) -> bool:
-    """Whether a TCP connection to the hub opens within ``timeout`` seconds (DNS included).
-
-    Runs in a daemon thread because name resolution has no timeout of its own.
-    """
-    host, port = _probe_address()
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
-            result.append(False)
-
-    thread = threading.Thread(target=probe, name="editdecay-hub-probe", daemon=True)
-    thread.start()
-    thread.join(timeout + 0.5)
-    return bool(result and result[0])
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "tekken.json")

@@ -31,8 +31,10 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -181,7 +183,12 @@ def _check_state(sweep: Sweep, state_dir: Path, *, resume: bool, fresh: bool) ->
     if not file.is_file():
         raise EditDecayError(f"nothing to resume: no sweep state at {file}; run without --resume first "
                              "(same --storage)")
-    state = json.loads(file.read_text())
+    try:
+        state = json.loads(file.read_text())
+        state["grid_hash"], state["sweep_id"], state["parent_run_id"], state["trials"]  # noqa: B018
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EditDecayError(f"sweep state {file} is damaged (not the JSON the driver writes); start over with "
+                             "--fresh, or restore the file") from None
     if state["grid_hash"] != sweep.grid_hash():
         raise ConfigError(f"sweep file changed since the run being resumed: {_grid_diff(state['trials'], sweep.trial_hashes())}"
                           "; restore the file, or start over with --fresh")
@@ -193,9 +200,10 @@ def _check_trials(sweep: Sweep) -> None:
     in one line naming the trial, instead of failing (and being retried) in every trial."""
     from editdecay.preflight import check_trial_inputs
 
+    memo: dict = {}  # each dataset read, the hub probed, once for all trials
     for t in sweep.trials:
         try:
-            check_trial_inputs(t.config)
+            check_trial_inputs(t.config, gpus=sweep.spec.resources.gpu, memo=memo)
         except EditDecayError as err:
             raise type(err)(f"sweep {sweep.file}, trial {t.trial_id}: {err}") from None
 
@@ -260,7 +268,12 @@ def _connect(address: str | None, timeout: float) -> bool:
     if address and address != "auto":
         _probe(address, timeout)
     # Trials' own output goes to their logs: the terminal shows our progress lines and Tune's table.
+    previous = signal.getsignal(signal.SIGTERM)
     ray.init(address=address or None, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if callable(previous) and threading.current_thread() is threading.main_thread():
+        # ray.init replaces it with sys.exit(15), which aborted the driver (134) mid-fit; ours ends the
+        # trials' runs KILLED and exits 143 with the "terminated" line, as every other command.
+        signal.signal(signal.SIGTERM, previous)
     return True
 
 
