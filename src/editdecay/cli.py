@@ -1,8 +1,10 @@
 """The ``editdecay`` command line.
 
 Every command takes ``[CONFIG] [key=value ...]``: an optional YAML trial config, then dotted
-overrides (``edit.method=alphaedit``). ``--overrides "a=1 b=2"`` takes them as one string too,
-which is how ``MLproject`` entry points pass them. User errors print one line and exit 2.
+overrides (``edit.method=alphaedit``), before or after the options. ``--overrides "a=1 b=2"`` takes
+them as one string too, which is how ``MLproject`` entry points pass them. User errors (a bad
+argument included: every number is range-checked by the parser) print one line and exit 2;
+SIGINT exits 130, SIGTERM 143.
 """
 
 from __future__ import annotations
@@ -28,6 +30,74 @@ log = logging.getLogger("editdecay")
 RECALL_TARGETS = {"canonical": 0.90, "paraphrase": 0.70}
 
 
+class UsageError(EditDecayError):
+    """A command-line argument the parser rejects (one line, exit 2, like every user error)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (``editdecay: error: ...``) and exit 2 via
+    :class:`UsageError`, not a usage block and ``SystemExit``: ``main([...])`` returns it in-process too."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message}; see `{self.prog} --help`")
+
+
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an integer in ``low..high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is out of range; allowed: "
+                                             + (f"{low}..{high}" if high is not None else f"{low} or more"))
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _positive_seconds(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is out of range; give a positive number of seconds")
+    return value
+
+
+def _deltas_file(text: str) -> str:
+    """``--deltas``: a whole safetensors file (header and data all there), checked before any model loads."""
+    import struct
+
+    p = Path(text).expanduser()
+    if not p.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist; give the deltas.safetensors an `editdecay edit --out` wrote")
+    if not p.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a file; give the deltas.safetensors inside an edit output directory")
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            header = json.loads(f.read(n)) if 0 < n <= min(size - 8, 100_000_000) else None
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"cannot read {text} ({err.strerror}); fix its permissions") from None
+    except ValueError:
+        header = None
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
+            and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2] if isinstance(header, dict) else []
+    if not ends or not all(isinstance(e, int) for e in ends) or 8 + n + max(ends) != size:
+        what = "empty" if size == 0 else "truncated or not a safetensors file"
+        raise argparse.ArgumentTypeError(f"{text} is {what}; run `editdecay edit` again to rewrite its deltas.safetensors")
+    return text
+
+
 def _config_and_overrides(args: argparse.Namespace):
     from editdecay.config import load_config
 
@@ -47,7 +117,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     For a named source (``smollm2-135m``) or a ``.gguf`` file: fetch/convert it once, print provenance."""
     from editdecay.world.toy import ensure_toy_model, read_report, toy_dir
 
+    from editdecay.preflight import check_model
+
     cfg = _config_and_overrides(args)
+    check_model(cfg.model.name, cfg)  # a damaged .gguf, a BERT directory: one line before any conversion
     if cfg.model.name != "toy":
         return _prepare_pretrained(cfg, args)
     cached = toy_dir(cfg).is_dir() and not args.force
@@ -92,10 +165,34 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     root = Path(args.root)
     check_root(root)
+    _check_port_free(args.host, args.port)
     print(f"editdecay server: http://{args.host}:{args.port}  (store {root.resolve()}/mlflow.db, artifacts "
           f"{root.resolve()}/artifacts)\n  clients: export MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
-    return serve_foreground(server_command(root, args.host, args.port, args.workers,
+    code = serve_foreground(server_command(root, args.host, args.port, args.workers,
                                            [h for h in args.allowed_hosts.split(",") if h]))
+    if code == 0:  # it only ends by a signal (128 + n): by itself means it failed (bind, store), uvicorn said why above
+        raise EditDecayError(f"the MLflow server on {args.host}:{args.port} stopped by itself (its log above says why: "
+                             "port in use, store unreadable, ...)")
+    return code
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A busy port or an address that is not this machine's fails here, with exit 2; uvicorn would log
+    the bind error and exit 0."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise EditDecayError(f"--host {host}: cannot resolve it ({err.strerror}); give an address of this machine") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a TIME_WAIT port is free
+        try:
+            s.bind(address)
+        except OSError as err:
+            raise EditDecayError(f"--port {port}: cannot listen on {host}:{port} ({err.strerror}); stop whatever "
+                                 "uses it or choose another --port") from None
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
@@ -164,8 +261,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from editdecay.io import atomic_write_json
     from editdecay.models import resolve_model_path
 
+    from editdecay.preflight import check_trial_inputs
+
     cfg = _config_and_overrides(args)
     check_output_dir(args.out)
+    check_trial_inputs(cfg, stages={"model", "finetune"} | ({"eval"} if args.ds else set()), model_path=args.model)
     model_dir = args.model or resolve_model_path(cfg)
     ds_before = _downstream(cfg, model_dir, None) if args.ds else {}
     result = finetune(cfg, model_dir, args.out, deltas=args.deltas, weights=args.weights)
@@ -205,7 +305,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         check_output_dir(args.out)
     target = Path(args.model) if args.model else None
-    if target is not None and any((target / sub).is_dir() for sub in ("adapter", "merged", "model")):
+    finetuned = target is not None and any((target / sub).is_dir() for sub in ("adapter", "merged", "model"))
+    from editdecay.preflight import check_trial_inputs
+
+    check_trial_inputs(cfg, stages={"data", "eval"} | (set() if finetuned else {"model"}), model_path=args.model)
+    if finetuned:
         model, tokenizer = load_finetuned(target, args.base, cfg.model)  # a finetune output directory
     else:
         model, tokenizer = load_model(cfg.model, str(target) if target else resolve_model_path(cfg))
@@ -226,7 +330,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     """Compute (or find cached) the layer second moments the configured editor needs."""
     from editdecay.editing.run import run_stats
 
+    from editdecay.preflight import check_trial_inputs
+
     cfg = _config_and_overrides(args)
+    check_trial_inputs(cfg, stages={"model", "edit"})
     moments = run_stats(cfg)
     s = cfg.edit.stats
     for layer, C in moments.items():
@@ -239,8 +346,11 @@ def cmd_edit(args: argparse.Namespace) -> int:
     """Edit the model with the configured editor; write deltas, per-edit table and metrics to --out."""
     from editdecay.editing.run import run_edit
 
+    from editdecay.preflight import check_trial_inputs
+
     cfg = _config_and_overrides(args)
     check_output_dir(args.out)
+    check_trial_inputs(cfg, stages={"model", "data", "edit", "eval"})
     metrics = run_edit(cfg, args.out)
     print(f"editdecay edit: {cfg.edit.method}, {metrics['edit.n_edits']} edits in {metrics['edit.seconds']:.1f} s "
           f"({metrics['edit.edits_per_second']:.1f} edits/s)")
@@ -290,15 +400,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     if sweep and args.filter:
         raise ReportInputError(f"--filter goes with --experiment, not --sweep; to filter a sweep's runs use --experiment NAME "
                                f"--filter \"tags.`editdecay.sweep` = '{sweep}' and ...\"")
+    check_output_dir(args.out)
+    group_by = [k.strip() for k in (args.group_by or "").split(",") if k.strip()]
     if sweep:
         runs = read_sweep(sweep, tracking_uri=args.tracking_uri or None, experiment=experiment)
     else:
         runs = read_experiment(experiment, args.filter or "", tracking_uri=args.tracking_uri or None)
+    from editdecay.report.data import select_runs
+
+    select_runs(runs, group_by)  # different configs are never pooled; duplicates are set aside
     result = write_report(runs, args.out, log_to_parent=not args.no_log)
     print(f"editdecay report: {runs.description}: {result.n_usable} of {result.n_runs} runs used, "
           f"{len(result.missing)} trial(s) missing, {result.seconds:.1f} s")
     for m in result.missing:
         print(f"  missing  {m['trial_id']}: {m['status']}" + (f" ({m['reason']})" if m.get("reason") else ""))
+    for t in runs.trials:  # every run read but not used: FAILED, KILLED, duplicates, unreadable results
+        if t.problem:
+            print(f"  unused   run {t.run_id} ({t.tags.get('editdecay.trial_id', t.name)}, {t.status}): {t.problem}")
     if result.logged_to:
         print(f"  logged as artifacts report/ of parent run {result.logged_to}")
     print(f"report: {result.html.resolve()}")
@@ -312,8 +430,15 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from editdecay.io import atomic_directory
     from editdecay.models import load_model, resolve_model_path
 
+    from editdecay.preflight import check_model, check_trial_inputs
+
     check_output_dir(args.out)
     cfg = _config_and_overrides(args)
+    check_trial_inputs(cfg, stages={"model", "data"})
+    n = check_model(cfg.model.name, cfg)
+    for option, value in (("--n-layers", args.n_layers), ("--window", args.window)):
+        if n is not None and value > n:
+            raise UsageError(f"{option} {value}: the model has {n} layers; give at most {n}")
     records = edit_records(cfg)[: args.records]
     model, tokenizer = load_model(cfg.model, resolve_model_path(cfg))
     result = trace_mlp(model, tokenizer, records, window=args.window, n_noise=args.noise_samples, seed=cfg.seed)
@@ -352,7 +477,7 @@ def _write_trace(out: Path, result, proposal: list[int], n_records: int, model_n
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="editdecay", description="Do knowledge edits survive fine-tuning?")
+    parser = Parser(prog="editdecay", description="Do knowledge edits survive fine-tuning?")
     parser.add_argument("--version", action="version", version=f"editdecay {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -372,8 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="run an MLflow tracking server (sqlite + proxied artifacts), bound to 127.0.0.1 by default")
     p.add_argument("--root", default="mlflow-server", help="directory for mlflow.db and artifacts/")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to serve a cluster)")
-    p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--port", type=_int_in(1, 65535), default=5000)
+    p.add_argument("--workers", type=_int_in(1, 256), default=1)
     p.add_argument("--allowed-hosts", default="", help="extra comma-separated names clients use for this server "
                    "(its own names and addresses are allowed automatically with --host 0.0.0.0)")
     p.set_defaults(func=cmd_server)
@@ -382,10 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("config", cmd_config, "validate a config and print it resolved, with its hash")
     p = add("trace", cmd_trace, "causal tracing: where the model recalls facts (MLP indirect effect per layer); proposes edit layers")
     p.add_argument("--out", required=True, help="output directory (trace.csv, trace.png, trace.json)")
-    p.add_argument("--records", type=int, default=50, help="how many edit records to trace (the first N)")
-    p.add_argument("--window", type=int, default=5, help="consecutive MLP layers restored around each layer")
-    p.add_argument("--noise-samples", type=int, default=10, help="noise draws per record")
-    p.add_argument("--n-layers", type=int, default=5, help="how many contiguous layers to propose")
+    p.add_argument("--records", type=_int_in(1), default=50, help="how many edit records to trace (the first N)")
+    p.add_argument("--window", type=_int_in(1), default=5, help="consecutive MLP layers restored around each layer")
+    p.add_argument("--noise-samples", type=_int_in(1), default=10, help="noise draws per record")
+    p.add_argument("--n-layers", type=_int_in(1), default=5, help="how many contiguous layers to propose")
     p = sub.add_parser("sweep", help="run a sweep file's grid of trials with Ray Tune, tracked in MLflow",
                        description="run a sweep file's grid of trials with Ray Tune, tracked in MLflow")
     p.add_argument("file", help="sweep YAML (sweeps/*.yaml)")
@@ -395,8 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--storage", default="sweep-results", help="directory for Tune's state and the sweep summary")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for every trial (default: the config's)")
-    p.add_argument("--max-concurrent", type=int, default=None, help="override the sweep file's max_concurrent_trials")
-    p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for a Ray cluster address")
+    p.add_argument("--max-concurrent", type=_int_in(1), default=None, help="override the sweep file's max_concurrent_trials")
+    p.add_argument("--connect-timeout", type=_positive_seconds, default=5.0, help="seconds to wait for a Ray cluster address")
     p.add_argument("--autoscaler-config", default=None,
                    help="cluster launcher YAML: trials queue for GPUs its workers can add (default: ~/ray_bootstrap_config.yaml on a head)")
     p.set_defaults(func=cmd_sweep)
@@ -408,9 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (written whole)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
     p.add_argument("--no-log", action="store_true", help="do not log the files to the sweep's parent run")
+    p.add_argument("--group-by", default="", metavar="KEYS",
+                   help="runs whose configs differ beyond the table's settings and seed are refused, not pooled; "
+                        "'config' makes each config its own row group, or name the config keys that tell them "
+                        "apart (e.g. finetune.lr,finetune.max_steps)")
     p.set_defaults(func=cmd_report)
     p = add("data", cmd_data, "load the configured edit dataset and summarise it")
-    p.add_argument("--show", type=int, default=2, help="records to print")
+    p.add_argument("--show", type=_int_in(0), default=2, help="records to print")
     p = add("world", cmd_world, "export the fact world's datasets to a directory")
     p.add_argument("--out", required=True, help="output directory (written atomically)")
     add("stats", cmd_stats, "compute (or reuse) the layer second moments the editor needs")
@@ -423,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("finetune", cmd_finetune, "fine-tune a model (full/DeepSpeed, LoRA, DoRA) into an output directory")
     p.add_argument("--model", default=None, help="model directory or hub id (default: the config's model.name)")
     p.add_argument("--out", required=True, help="output directory (written whole, via a .partial directory)")
-    p.add_argument("--deltas", default=None, help="an edit's deltas.safetensors, applied to --model before training")
+    p.add_argument("--deltas", type=_deltas_file, default=None, help="an edit's deltas.safetensors, applied to --model before training")
     p.add_argument("--weights", choices=("full", "blocks"), default="full",
                    help="full FT: save the whole model, or only the trained parameters (blocks.safetensors)")
     p.add_argument("--ds", action="store_true", help="also measure downstream accuracy before and after")
@@ -432,7 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = _parse(parser, argv)
+    except EditDecayError as err:
+        print(f"editdecay: error: {err}", file=sys.stderr)
+        return err.exit_code
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     # Third-party chatter at INFO hides our own progress lines.
@@ -462,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"editdecay: error: disk full writing {err.filename or 'a file'} ({err.strerror}); free space "
                   "or point cache_dir / --out / the tracking store at another disk", file=sys.stderr)
             return 1
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and err.filename:
+            print(f"editdecay: error: {err.filename}: {err.strerror}; fix its permissions or write somewhere else "
+                  "(--out, cache_dir)", file=sys.stderr)
+            return 2
         raise
     except Exception as err:
         if "No space left on device" in str(err):  # safetensors and others wrap ENOSPC in their own errors
@@ -472,6 +609,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, taking ``key=value`` overrides (and the config file) wherever they stand: after an
+    option too (``edit CONFIG --out D key=value``), which argparse alone calls unrecognized."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        options = [x for x in extra if x.startswith("-")]
+        if options or not hasattr(args, "args"):
+            raise UsageError(f"unrecognized arguments: {' '.join(options or extra)}; see `editdecay "
+                             f"{args.command or ''} --help`".replace("editdecay  ", "editdecay "))
+        args.args = [*args.args, *extra]
+    return args
 
 
 def _sigterm_as_interrupt():

@@ -58,6 +58,8 @@ def settings_of(trial: TrialRun) -> dict[str, object]:
     p = trial.params
     model = _param(p, "model.name")
     model = f"toy-{_param(p, 'model.toy.arch', 'gpt2')}" if model == "toy" else Path(model).name or model
+    if p.get(GROUP_PARAM):  # --group-by: runs of different configs are separate rows, never pooled
+        model = f"{model} [{p[GROUP_PARAM]}]"
     dataset = _param(p, "data.source")
     if dataset == "world":
         dataset = f"world/{_param(p, 'data.world_format', 'counterfact')}"
@@ -66,6 +68,80 @@ def settings_of(trial: TrialRun) -> dict[str, object]:
     return {"model": model, "editor": _param(p, "edit.method"), "dataset": dataset,
             "n_edits": int(n_edits) if n_edits.isdigit() else n_edits, "ft": _param(p, "finetune.method"),
             "layers": _param(p, "finetune.layers"), "seed": int(seed) if seed.lstrip("-").isdigit() else seed}
+
+
+# ------------------------------------------------------------------------------------------------
+# Run selection: which runs may be pooled (editdecay report --group-by)
+
+# Set on a run's params by :func:`select_runs` (never logged): its row group under --group-by.
+GROUP_PARAM = "editdecay.report.group"
+# Params that are the report's own setting columns (settings_of) or seeds: runs may differ in these.
+SETTING_PARAMS = ("model.name", "model.toy.arch", "edit.method", "data.source", "data.world_format", "edit.num_edits",
+                  "finetune.method", "finetune.layers", "seed")
+# Params that do not change a result: where it was logged, stored, and how often it was checkpointed.
+NEUTRAL_PARAMS = ("name", "cache_dir", "finetune.resume", "finetune.keep_checkpoints", "finetune.keep_weights",
+                  "finetune.logging_steps", "finetune.save_strategy", "finetune.save_steps", "eval.batch_size",
+                  "eval.ds_batch_size", "edit.stats.save_every", "edit.stats.batch_tokens")
+NEUTRAL_PREFIXES = ("tracking.", "editdecay.")
+
+
+def config_rest(trial: TrialRun) -> dict[str, str]:
+    """The run's params that must agree for runs to be pooled as seeds of one setting."""
+    return {k: v for k, v in trial.params.items()
+            if k not in SETTING_PARAMS and k not in NEUTRAL_PARAMS and not k.startswith(NEUTRAL_PREFIXES)}
+
+
+def select_runs(runs: SweepRuns, group_by: list[str] | None = None) -> None:
+    """Decide which runs the report uses, in place: a run it does not use gets a ``problem``.
+
+    - Duplicates: runs of one config (its params, less where it was logged and stored) and seed counted once; the latest
+      FINISHED one is used, the others are set aside ("duplicate of run ...").
+    - Different configs in one setting (same model/editor/dataset/#edits/FT/layers, configs differing
+      elsewhere, e.g. ``finetune.lr``) are refused with one line naming the keys, unless ``group_by``
+      says how to tell them apart: ``config`` (a row group per config hash) or param keys (a row
+      group per combination of their values). Pooling them would count one edit set many times.
+    """
+    from editdecay.config import stable_hash
+    from editdecay.tracking.read import ReportInputError
+
+    group_by = [k for k in (group_by or []) if k]
+    if group_by and group_by != ["config"]:
+        known = set().union(*(t.params for t in runs.trials)) if runs.trials else set()
+        unknown = [k for k in group_by if k not in known]
+        if unknown:
+            raise ReportInputError(f"--group-by {','.join(unknown)}: not a config key of these runs (e.g. finetune.lr); "
+                                   "or give --group-by config")
+    usable = [t for t in runs.trials if not t.problem]
+    for t in usable:
+        rest = config_rest(t)
+        if group_by == ["config"]:
+            t.params[GROUP_PARAM] = f"config {stable_hash(rest, length=8)}"
+        elif group_by:
+            t.params[GROUP_PARAM] = ",".join(f"{k}={t.params.get(k, '-')}" for k in group_by)
+    # Duplicates: the same full config (and seed) more than once; keep the latest (runs come oldest first).
+    latest: dict[str, TrialRun] = {}
+    for t in usable:
+        ident = stable_hash({k: v for k, v in t.params.items() if k not in NEUTRAL_PARAMS and not k.startswith(NEUTRAL_PREFIXES)})
+        if ident in latest:
+            latest[ident].problem = f"duplicate of run {t.run_id} (same config and seed; the latest is used)"
+        latest[ident] = t
+    # Different configs in one setting (and row group): refuse to pool them.
+    by_setting: dict[tuple, dict[str, TrialRun]] = {}
+    for t in latest.values():
+        s = settings_of(t)
+        key = tuple(s[k] for k in SETTING_KEYS)
+        by_setting.setdefault(key, {}).setdefault(stable_hash(config_rest(t)), t)
+    for key, configs in by_setting.items():
+        if len(configs) > 1:
+            a, b = list(configs.values())[:2]
+            ra, rb = config_rest(a), config_rest(b)
+            differ = sorted(k for k in set(ra) | set(rb) if ra.get(k) != rb.get(k))
+            shown = ", ".join(f"{k} ({ra.get(k, '-')} vs {rb.get(k, '-')})" for k in differ[:3])
+            more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+            raise ReportInputError(f"runs {a.run_id} and {b.run_id} have the same setting ({', '.join(map(str, key))}) "
+                                   f"but different configs: {shown}{more}; pooling them would count their edits as "
+                                   f"one sample: pass --group-by {','.join(differ[:3])} (or --group-by config), "
+                                   "or select one config with --filter")
 
 
 def records_key(trial: TrialRun) -> str:

@@ -162,8 +162,8 @@ def serve_foreground(command: list[str]) -> int:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         return proc.wait()
-    except _Stop:
-        return 0
+    except _Stop as stop:
+        return 128 + stop.args[0]  # 143 SIGTERM, 130 SIGINT, 129 SIGHUP, as the shell reports a signal
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
