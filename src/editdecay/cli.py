@@ -584,10 +584,11 @@ def main(argv: list[str] | None = None) -> int:
     except EditDecayError as err:
         print(f"editdecay: error: {err}", file=sys.stderr)
         return err.exit_code
-    except Terminated:
-        print("editdecay: terminated (SIGTERM); runs in progress were ended KILLED", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        # Ray Tune catches our Terminated and re-raises a plain KeyboardInterrupt: the signal decides.
+        if isinstance(err, Terminated) or _terminated.is_set():
+            print("editdecay: terminated (SIGTERM); runs in progress were ended KILLED", file=sys.stderr)
+            return 143
         print("editdecay: interrupted", file=sys.stderr)
         return 130
     except OSError as err:
@@ -624,13 +625,19 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     return args
 
 
+_terminated = threading.Event()  # SIGTERM arrived during this main() (the exit status is 143 then)
+
+
 def _sigterm_as_interrupt():
     """SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so one path —
     the one Ctrl-C takes — ends runs KILLED and removes temporary files. Returns the old handler."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
+    _terminated.clear()
+
     def handler(signum, frame):
+        _terminated.set()
         raise Terminated()
 
     return signal.signal(signal.SIGTERM, handler)

@@ -325,6 +325,9 @@ def _fit(sweep: Sweep, state_dir: Path, state: dict[str, Any], *, resume: bool, 
     trainable = tune.with_resources(tune.with_parameters(trial_function, trials=payloads, context=context),
                                     trial_resources(sweep))
     param_space = {"trial_id": tune.grid_search([t.trial_id for t in sweep.trials])}
+    # Ctrl-C takes the SIGTERM path (KeyboardInterrupt through fit: runs KILLED, exit 130) instead of
+    # Tune's own handler, which returned from fit as if the sweep had ended and exited 1.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     if resume and tune.Tuner.can_restore(str(state_dir)):
         tuner = tune.Tuner.restore(str(state_dir), trainable, resume_unfinished=True, restart_errored=True,
                                    param_space=param_space)
