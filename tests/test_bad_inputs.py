@@ -445,3 +445,404 @@ def test_server_on_all_interfaces_answers_requests_addressed_to_this_machine(tmp
             assert resp.status == 200
     finally:
         stop_server(proc)
+
+
+# ------------------------------------------------------------------------------------------------
+# The rest of the corpus (issue 24): every case fails before a run exists, in one line, with the
+# right exit status, no traceback, and nothing written outside --out.
+
+
+def files_under(root: Path) -> dict[str, int]:
+    """Every file and directory under ``root`` with its mtime: what a command must leave as it was."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+@pytest.fixture()
+def sandbox(tmp_path, monkeypatch):
+    """A working directory of its own, so 'nothing touched' covers the current directory too."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return tmp_path
+
+
+def run_clean(capsys, *argv: str) -> tuple[int, list[str], str]:
+    """``run_cli`` that also asserts there is no traceback and at most one ``editdecay`` line."""
+    from editdecay.cli import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "Traceback" not in captured.out, captured.err[-3000:]
+    return code, error_lines(captured.err), captured.out
+
+
+def _write_gguf(path: Path) -> bytes:
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_tensor("w", np.ones((32, 32), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+def _records(path: Path, ids: list) -> Path:
+    path.write_text("\n".join(json.dumps({"case_id": i, "subject": f"S{n}", "prompt": "{} lives in", "target_new": "X",
+                                          "target_true": None}) for n, i in enumerate(ids)) + "\n")
+    return path
+
+
+def bad_input(case: str, root: Path) -> list[str]:
+    """The overrides of one preflight case, with whatever files it needs made under ``root``."""
+    bad = root / "bad"
+    bad.mkdir(exist_ok=True)
+    if case == "bert":
+        (bad / "bert").mkdir()
+        (bad / "bert" / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertForMaskedLM"],
+                                                              "num_hidden_layers": 2}))
+        (bad / "bert" / "vocab.txt").write_text("[PAD]\n")
+        return [f"model.name={bad / 'bert'}"]
+    if case == "malformed_config":
+        (bad / "m").mkdir()
+        (bad / "m" / "config.json").write_text('{"model_type": "gpt2", ')
+        return [f"model.name={bad / 'm'}"]
+    if case in ("random_gguf", "empty_gguf", "truncated_gguf"):
+        path = bad / f"{case}.gguf"
+        if case == "random_gguf":
+            path.write_bytes(os.urandom(4096))
+        elif case == "empty_gguf":
+            path.write_bytes(b"")
+        else:
+            whole = _write_gguf(path)
+            path.write_bytes(whole[: len(whole) - 100])
+        return [f"model.name={path}"]
+    if case == "duplicate_ids":
+        return ["data.source=records", f"data.path={_records(bad / 'dup.jsonl', [1, 2, 1])}"]
+    if case == "num_edits_too_large":
+        return ["data.source=records", f"data.path={_records(bad / 'three.jsonl', [1, 2, 3])}", "edit.num_edits=4"]
+    if case == "cuda_without_gpu":
+        return ["model.device=cuda"]
+    if case == "fp16_on_cpu":
+        return ["model.device=cpu", "finetune.precision=fp16"]
+    if case == "micro_batch":
+        return ["finetune.batch_size=10", "finetune.micro_batch_size=4"]
+    if case == "offline_hub_id":
+        return ["model.name=nobody-editdecay/no-such-model"]
+    raise KeyError(case)
+
+
+PREFLIGHT_CASES = {
+    "bert": "is a 'bert' model (BertForMaskedLM), not a causal LM",
+    "malformed_config": "config.json is not valid JSON",
+    "random_gguf": "is not a GGUF file",
+    "empty_gguf": "too short for a GGUF file",
+    "truncated_gguf": "is a damaged GGUF file",
+    "duplicate_ids": "case_id repeated: 1",
+    "num_edits_too_large": "edit.num_edits=4 but the edit dataset (records) has only 3 records",
+    "cuda_without_gpu": "model.device: 'cuda' was asked for",
+    "fp16_on_cpu": "finetune.precision=fp16 with model.device=cpu",
+    "micro_batch": "finetune.batch_size=10 is not a multiple of micro_batch_size",
+    "offline_hub_id": "not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
+}
+
+
+def _skip_if_gpu(case: str) -> None:
+    if case == "cuda_without_gpu":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+
+
+@pytest.mark.parametrize("case", list(PREFLIGHT_CASES))
+def test_trial_preflight_stops_before_a_run(case, sandbox, store, capsys, monkeypatch):
+    """Each of these used to fail 11-28 s in, after creating a FAILED run (a traceback for the GGUFs)."""
+    _skip_if_gpu(case)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    overrides = bad_input(case, sandbox)
+    before = files_under(sandbox)
+    start = time.perf_counter()
+    code, lines, _ = run_clean(capsys, "trial", TINY, f"cache_dir={sandbox / 'cache'}", f"tracking.uri={store}", *overrides)
+    assert_one_line(code, lines, 2, PREFLIGHT_CASES[case])
+    assert time.perf_counter() - start < 20
+    assert runs_of(store) == [] and files_under(sandbox) == before  # no run, no store, no cache, nothing else
+
+
+STAGE_COMMANDS = {"edit": ["edit", TINY, "--out"], "stats": ["stats", TINY], "finetune": ["finetune", TINY, "--out"],
+                  "evaluate": ["evaluate", TINY, "--out"], "trace": ["trace", TINY, "--out"], "prepare": ["prepare", TINY]}
+
+
+@pytest.mark.parametrize("command, case", [(c, k) for c in STAGE_COMMANDS for k in ("bert", "truncated_gguf")]
+                         + [("edit", "duplicate_ids"), ("edit", "num_edits_too_large"), ("finetune", "micro_batch"),
+                            ("finetune", "fp16_on_cpu"), ("trace", "cuda_without_gpu"), ("prepare", "random_gguf")])
+def test_stage_commands_run_the_preflight(command, case, sandbox, capsys):
+    """Overrides after the options (``edit CONFIG --out D key=value``) are accepted, and checked."""
+    _skip_if_gpu(case)
+    argv = list(STAGE_COMMANDS[command])
+    out = sandbox / "out"
+    if argv[-1] == "--out":
+        argv.append(str(out))
+    overrides = bad_input(case, sandbox)
+    before = files_under(sandbox)
+    code, lines, _ = run_clean(capsys, *argv, f"cache_dir={sandbox / 'cache'}", *overrides)
+    assert_one_line(code, lines, 2, PREFLIGHT_CASES[case])
+    assert files_under(sandbox) == before and not out.exists()
+
+
+@pytest.mark.parametrize("case", ["duplicate_ids", "num_edits_too_large", "cuda_without_gpu"])
+def test_sweep_preflight_covers_every_grid_point_before_ray(case, sandbox, store, capsys):
+    """A bad value in one grid point fails the sweep in one line before Ray starts (was: Ray, retries, rc 1 after 129 s).
+    model.device=cuda is judged by the sweep's per-trial GPUs (resources.gpu: 0 here), not the driver's."""
+    import ray
+
+    overrides = bad_input(case, sandbox)
+    sweep = sandbox / "bad.yaml"
+    sweep.write_text(f"name: bad\nbase: {TINY}\noverrides:\n  cache_dir: {sandbox / 'cache'}\n"
+                     + "".join(f"  {o.split('=', 1)[0]}: {o.split('=', 1)[1]}\n" for o in overrides)
+                     + "axes:\n  edit.method: [memit, alphaedit]\nresources:\n  cpu: 1\n  gpu: 0\n")
+    before = files_under(sandbox)
+    code, lines, _ = run_clean(capsys, "sweep", str(sweep), "--storage", str(sandbox / "state"), "--tracking-uri", store)
+    message = "the sweep reserves no GPU per trial" if case == "cuda_without_gpu" else PREFLIGHT_CASES[case]
+    assert_one_line(code, lines, 2, message)
+    assert "trial memit" in lines[0] and not ray.is_initialized() and runs_of(store) == []
+    assert files_under(sandbox) == before
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["trace", TINY, "--records", "0"], "argument --records: 0 is out of range"),
+    (["trace", TINY, "--records", "-1"], "argument --records: -1 is out of range"),
+    (["trace", TINY, "--noise-samples", "0"], "argument --noise-samples: 0 is out of range"),
+    (["trace", TINY, "--n-layers", "0"], "argument --n-layers: 0 is out of range"),
+    (["trace", TINY, "--n-layers", "-2"], "argument --n-layers: -2 is out of range"),
+    (["trace", TINY, "--window", "0"], "argument --window: 0 is out of range"),
+    (["trace", TINY, "--window", "-3"], "argument --window: -3 is out of range"),
+    (["trace", TINY, "--n-layers", "9"], "--n-layers 9: the model has 4 layers"),
+    (["trace", TINY, "--window", "x"], "argument --window: expected an integer, got 'x'"),
+    (["server", "--port", "99999"], "argument --port: 99999 is out of range; allowed: 1..65535"),
+    (["server", "--port", "0"], "argument --port: 0 is out of range"),
+    (["server", "--workers", "0"], "argument --workers: 0 is out of range"),
+    (["sweep", "sweeps/smoke_tiny.yaml", "--max-concurrent", "0"], "argument --max-concurrent: 0 is out of range"),
+    (["sweep", "sweeps/smoke_tiny.yaml", "--connect-timeout", "nan"], "argument --connect-timeout: nan is out of range"),
+    (["sweep", "sweeps/smoke_tiny.yaml", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["data", TINY, "--show", "-1"], "argument --show: -1 is out of range"),
+    (["report", "--group-by"], "argument --group-by: expected one argument"),
+    (["config", TINY, "--out", "x"], "unrecognized arguments: --out"),
+    (["nosuchcommand"], "invalid choice: 'nosuchcommand'"),
+])
+def test_arguments_are_range_checked_by_the_parser(argv, message, sandbox, capsys):
+    out = sandbox / "out"
+    if argv[0] == "trace":
+        argv = [*argv, "--out", str(out), f"cache_dir={sandbox / 'cache'}"]
+    before = files_under(sandbox)
+    code, lines, _ = run_clean(capsys, *argv)
+    assert_one_line(code, lines, 2, message)
+    assert files_under(sandbox) == before
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "argument --deltas: {p} does not exist"),
+    ("directory", "argument --deltas: {p} is not a file"),
+    ("empty", "argument --deltas: {p} is empty"),
+    ("truncated", "argument --deltas: {p} is truncated or not a safetensors file"),
+    ("garbage", "argument --deltas: {p} is truncated or not a safetensors file"),
+])
+def test_finetune_deltas_file_is_validated_before_anything_loads(case, message, sandbox, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    p = sandbox / "deltas.safetensors"
+    if case == "directory":
+        p.mkdir()
+    elif case == "empty":
+        p.write_bytes(b"")
+    elif case == "truncated":
+        save_file({"layer1.u": torch.ones(64, 2), "layer1.v": torch.ones(64, 2)}, str(p))
+        p.write_bytes(p.read_bytes()[:-16])
+    elif case == "garbage":
+        p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    before = files_under(sandbox)
+    code, lines, _ = run_clean(capsys, "finetune", TINY, "--out", str(sandbox / "ft"), "--deltas", str(p))
+    assert_one_line(code, lines, 2, message.format(p=p))
+    assert files_under(sandbox) == before
+
+
+def test_out_under_a_file_is_one_line(sandbox, capsys):
+    (sandbox / "afile").write_text("x")
+    before = files_under(sandbox)
+    code, lines, _ = run_clean(capsys, "world", TINY, "--out", str(sandbox / "afile" / "sub"))
+    assert_one_line(code, lines, 2, "afile is a file, not a directory")
+    assert files_under(sandbox) == before
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)])
+def test_outputs_follow_the_umask_and_are_still_atomic(umask, file_mode, dir_mode, tmp_path, capsys):
+    from editdecay.io import atomic_write_json
+
+    old = os.umask(umask)
+    try:
+        code, _, _ = run_clean(capsys, "world", TINY, "world.n_downstream=40", "--out", str(tmp_path / "w"))
+        atomic_write_json(tmp_path / "j" / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert code == 0
+    out = tmp_path / "w"
+    assert out.stat().st_mode & 0o777 == dir_mode
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()}
+    assert modes and set(modes.values()) == {file_mode}, modes
+    assert (tmp_path / "j" / "x.json").stat().st_mode & 0o777 == file_mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j", "w"] and not list((tmp_path / "j").glob(".*"))
+
+
+def test_stage_record_without_a_file_table_is_rebuilt(tmp_path, capsys):
+    from editdecay.pipeline.cache import StageCache
+
+    calls: list[int] = []
+    first, _ = StageCache(tmp_path).get_or_build("eval", {"x": 1}, _build_counting(calls))
+    record = json.loads((first / "stage.json").read_text())
+    for files in ([], None, "x", {"metrics.json": 5}):
+        (first / "stage.json").write_text(json.dumps({**record, "files": files}))
+        capsys.readouterr()
+        again, _ = StageCache(tmp_path).get_or_build("eval", {"x": 1}, _build_counting(calls))
+        assert again == first and "is corrupt (stage.json has no file table); rebuilding it" in capsys.readouterr().out
+    assert len(calls) == 5 and json.loads((first / "stage.json").read_text())["files"] == record["files"]
+
+
+def test_discarded_checkpoints_name_the_real_reason(tmp_path, caplog):
+    from editdecay.finetune.run import RESUME_KEY_FILE, _prepare_work
+    from editdecay.io import mark_output_dir
+
+    work = tmp_path / ".ft.partial"
+    for key, resume, reason in (("other", True, "written by another config"), ("k", False, "finetune.resume=false")):
+        (work / "checkpoints" / "checkpoint-2").mkdir(parents=True, exist_ok=True)
+        mark_output_dir(work)
+        (work / RESUME_KEY_FILE).write_text(json.dumps({"key": "k"}))
+        caplog.clear()
+        _prepare_work(work, key, resume)
+        assert reason in caplog.text and not (work / "checkpoints").exists()
+
+
+def test_credentials_in_the_tracking_uri_are_used_to_connect(mlflow_server, sandbox, capsys):
+    """http://user:pass@host: the health check used to look up 'user:pass@host' as a host name."""
+    from editdecay.tracking.runs import check_reachable
+
+    with_credentials = mlflow_server.replace("http://", "http://bob:s3cret@")
+    check_reachable(with_credentials)  # answers: the real URI (credentials as Basic auth) is what connects
+    code, lines, out = run_clean(capsys, "report", "--experiment", "no-such-experiment", "--tracking-uri", with_credentials,
+                                 "--out", str(sandbox / "r"))
+    assert_one_line(code, lines, 2, "experiment 'no-such-experiment' not found at http://bob:***@127.0.0.1")
+    assert "s3cret" not in lines[0] + out
+
+
+def test_server_on_a_busy_port_fails_in_one_line(sandbox, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, lines, _ = run_clean(capsys, "server", "--root", str(sandbox / "srv"), "--port", str(port))
+    assert_one_line(code, lines, 2, f"--port {port}: cannot listen on 127.0.0.1:{port}")
+
+
+def test_server_exits_143_on_sigterm(tmp_path):
+    """Was: exit 0. (SIGINT takes the same path and gives 130; one server start is enough here.)"""
+    import urllib.request
+
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "editdecay", "server", "--root", str(tmp_path / "srv"), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "Traceback" not in err, err[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, expected, line", [(signal.SIGTERM, 143, "editdecay: terminated (SIGTERM)")])
+def test_sweep_driver_exits_143_on_sigterm_with_its_trials_killed(sig, expected, line, toy_model_dir, tmp_path, store):
+    """Was: exit 134 (Ray's own SIGTERM handler aborted the driver) and no 'terminated' line."""
+    sweep = tmp_path / "long.yaml"
+    sweep.write_text(f"name: long\nbase: {TINY}\noverrides:\n  cache_dir: {tmp_path / 'cache'}\n  model.name: {toy_model_dir}\n"
+                     "  edit.method: none\n  finetune.max_steps: 5000\n  eval.ds_max_examples: 8\n"
+                     "axes:\n  seed: [0]\nresources:\n  cpu: 1\n  gpu: 0\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "editdecay", "sweep", str(sweep), "--storage", str(tmp_path / "st"),
+                             "--tracking-uri", store], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len([r for r in runs_of(store) if r.info.status == "RUNNING"]) < 2:
+            time.sleep(1.0)  # the parent and the trial's run exist: the trial is running
+        time.sleep(2.0)
+        proc.send_signal(sig)
+        err = proc.communicate(timeout=180)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == expected and line in err and "Traceback" not in err, err[-3000:]
+    assert sorted(r.info.status for r in runs_of(store)) == ["KILLED", "KILLED"]
+
+
+def _log_trial_run(client, exp_id: str, status: str, **params) -> str:
+    """A trial run as pipeline/trial.py leaves it: the flattened config as params, per_edit.csv."""
+    base = {"name": "t", "seed": "0", "model.name": "toy", "model.toy.arch": "gpt2", "edit.method": "memit",
+            "data.source": "world", "data.world_format": "counterfact", "edit.num_edits": "4", "finetune.method": "lora",
+            "finetune.layers": "all", "finetune.lr": "0.001", "cache_dir": "/somewhere", "tracking.uri": "sqlite:///x"}
+    run = client.create_run(exp_id, run_name="t")
+    for key, value in {**base, **params}.items():
+        client.log_param(run.info.run_id, key, value)
+    if status == "FINISHED":
+        rows = ["case_id,es_base,ps_base,ns_base,es_edit,ps_edit,ns_edit,es_ftonly,ps_ftonly,ns_ftonly,es_ft,ps_ft,ns_ft,flipped"]
+        rows += [f"{i},0.0,0.0,1.0,1.0,1.0,1.0,0.0,0.0,1.0,{i % 2}.0,0.5,1.0,{i % 2 == 0}" for i in range(4)]
+        client.log_text(run.info.run_id, "\n".join(rows) + "\n", "results/per_edit.csv")
+        client.log_metric(run.info.run_id, "survival.efr", 0.5)
+    client.set_terminated(run.info.run_id, status)
+    return run.info.run_id
+
+
+def test_report_never_pools_different_configs_and_lists_unused_runs(sandbox, store, capsys):
+    """Plain trial runs of different configs were pooled as one setting (the same edits counted n times),
+    and FAILED / KILLED runs were neither used nor listed."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store)
+    exp = client.create_experiment("pool")
+    low = _log_trial_run(client, exp, "FINISHED")
+    low_again = _log_trial_run(client, exp, "FINISHED", name="t2", cache_dir="/elsewhere")  # same config: a duplicate
+    high = _log_trial_run(client, exp, "FINISHED", **{"finetune.lr": "0.003"})
+    failed = _log_trial_run(client, exp, "FAILED")
+    killed = _log_trial_run(client, exp, "KILLED", seed="1")
+    out = sandbox / "report"
+    args = ["report", "--experiment", "pool", "--tracking-uri", store, "--out", str(out), "--no-log"]
+    code, lines, _ = run_clean(capsys, *args)
+    assert_one_line(code, lines, 2, "different configs: finetune.lr (0.001 vs 0.003)")
+    assert "--group-by finetune.lr" in lines[0] and not out.exists()
+    code, lines, _ = run_clean(capsys, *args, "--group-by", "no.such.key")
+    assert_one_line(code, lines, 2, "--group-by no.such.key: not a config key")
+    code, lines, stdout = run_clean(capsys, *args, "--group-by", "finetune.lr")
+    assert code == 0 and not lines, lines
+    assert "2 of 5 runs used" in stdout
+    unused = {line.split()[2]: line for line in stdout.splitlines() if line.startswith("  unused")}
+    assert set(unused) == {low, failed, killed}, stdout
+    assert f"duplicate of run {low_again}" in unused[low] and "FAILED" in unused[failed] and "KILLED" in unused[killed]
+    tables = (out / "tables.md").read_text()
+    assert "[finetune.lr=0.001]" in tables and "[finetune.lr=0.003]" in tables  # separate row groups, never pooled
+
+    from editdecay.report.data import GROUP_PARAM, select_runs
+    from editdecay.tracking.read import read_experiment
+
+    runs = read_experiment("pool", tracking_uri=store)
+    select_runs(runs, ["config"])
+    used = {t.run_id: t.params[GROUP_PARAM] for t in runs.trials if not t.problem}
+    assert set(used) == {low_again, high} and len(set(used.values())) == 2 and all(g.startswith("config ") for g in used.values())

@@ -260,7 +260,7 @@ def _check_hub_id(name: str, cfg: TrialConfig, memo: dict[Any, Any]) -> int | No
 
     if cfg.model.local_files_only:
         reason = "model.local_files_only is true"
-    elif is_offline_mode():
+    elif is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         reason = "HF_HUB_OFFLINE is set"
     else:
         if "hub_reachable" not in memo:

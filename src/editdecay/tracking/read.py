@@ -32,7 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from editdecay.errors import EditDecayError
-from editdecay.tracking import resolve_tracking_uri
+from editdecay.tracking import redact_uri, resolve_tracking_uri
 from editdecay.tracking.runs import check_reachable
 
 PER_EDIT_ARTIFACT = "results/per_edit.csv"
@@ -155,7 +155,7 @@ def read_sweep(sweep: str, *, tracking_uri: str | None = None, experiment: str |
     experiments = _all_experiments(client)
     found = _search(client, list(experiments), f"tags.`editdecay.sweep` = {_quote(sweep)}") if experiments else []
     if not found:
-        raise ReportInputError(f"unknown sweep id '{sweep}': no run at {uri} is tagged editdecay.sweep='{sweep}' "
+        raise ReportInputError(f"unknown sweep id '{sweep}': no run at {redact_uri(uri)} is tagged editdecay.sweep='{sweep}' "
                                "(the id is printed by `editdecay sweep` and tagged on its parent run)")
     parents = [r for r in found if r.data.tags.get("editdecay.kind") == "sweep"]
     trials = [r for r in found if r.data.tags.get("editdecay.kind") != "sweep"]
@@ -190,7 +190,7 @@ def read_experiment(experiment: str, filter_string: str = "", *, tracking_uri: s
     experiments = _all_experiments(client)
     if exp is None or exp.lifecycle_stage == "deleted":
         known = ", ".join(sorted(experiments.values())[:8]) or "(none)"
-        raise ReportInputError(f"experiment '{experiment}' not found at {uri}; known experiments: {known}")
+        raise ReportInputError(f"experiment '{experiment}' not found at {redact_uri(uri)}; known experiments: {known}")
     found = [r for r in _search(client, [exp.experiment_id], filter_string)
              if r.data.tags.get("editdecay.kind") != "sweep"]
     if not found:
