@@ -682,13 +682,23 @@ def test_out_under_a_file_is_one_line(sandbox, capsys):
 def test_outputs_follow_the_umask_and_are_still_atomic(umask, file_mode, dir_mode, tmp_path, capsys):
     from editdecay.io import atomic_write_json
 
+    import torch
+
+    from editdecay.editing.deltas import EditDeltas, LayerDelta
+    from editdecay.io import atomic_directory
+
     old = os.umask(umask)
     try:
         code, _, _ = run_clean(capsys, "world", TINY, "world.n_downstream=40", "--out", str(tmp_path / "w"))
         atomic_write_json(tmp_path / "j" / "x.json", {"a": 1})
+        with atomic_directory(tmp_path / "w" / "stage") as tmp:  # safetensors itself writes 0600
+            EditDeltas({1: LayerDelta(u=torch.ones(4, 1), v=torch.ones(4, 1))}).save(tmp / "deltas.safetensors")
+            (tmp / "nested").mkdir()
+            (tmp / "nested" / "f.txt").write_text("x")
     finally:
         os.umask(old)
     assert code == 0
+    assert (tmp_path / "w" / "stage" / "nested").stat().st_mode & 0o777 == dir_mode
     out = tmp_path / "w"
     assert out.stat().st_mode & 0o777 == dir_mode
     modes = {p.name: p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()}

@@ -66,6 +66,7 @@ def replace_directory(tmp: Path, path: Path) -> None:
     """Put the finished directory ``tmp`` at ``path``; an old ``path`` (checked: ours) goes away
     only after the new one is in place, and a crash in between leaves one of the two whole."""
     check_output_dir(path, "output directory")
+    umask_tree(tmp)
     if path.exists():
         old = path.parent / f".{path.name}.{tmp_tag()}.old.tmp"
         os.replace(path, old)
@@ -93,6 +94,20 @@ def umask_mode(path: str | os.PathLike, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
+def umask_tree(root: str | os.PathLike) -> None:
+    """:func:`umask_mode` for ``root`` and everything under it, before it is renamed into place:
+    libraries write some files owner-only whatever the umask (safetensors: 0600). Executable files
+    stay executable."""
+    mask = current_umask()
+    for path in (Path(root), *Path(root).rglob("*")):
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            os.chmod(path, 0o777 & ~mask)
+        else:
+            os.chmod(path, (0o777 if path.stat().st_mode & 0o100 else 0o666) & ~mask)
+
+
 def tmp_tag() -> str:
     """Host and process id in temporary names: a later run can tell whose leftover it is."""
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -108,6 +123,7 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[str], None]) -> 
     try:
         umask_mode(tmp)
         write(tmp)
+        umask_mode(tmp)  # again: a writer may replace the file (safetensors creates it 0600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -140,7 +156,6 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{tmp_tag()}.", suffix=".tmp"))
     try:
-        umask_mode(tmp, directory=True)
         yield tmp
         mark_output_dir(tmp)
         replace_directory(tmp, path)

@@ -27,6 +27,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
 
 from editdecay.config import ToyModelConfig, TrialConfig, WorldConfig, stable_hash
+from editdecay.io import umask_tree
 from editdecay.metrics.scoring import score_targets
 from editdecay.world.facts import _ONSETS, _SUFFIX, _VOWELS, BOS, INSTRUMENTS, OCCUPATIONS, World
 
@@ -70,6 +71,7 @@ def ensure_toy_model(cfg: TrialConfig, force: bool = False) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             build_toy_model(cfg.world, cfg.model.toy, tmp)
+            umask_tree(tmp)  # a shared cache: readable as the umask allows (safetensors writes 0600)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
