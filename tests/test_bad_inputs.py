@@ -670,6 +670,17 @@ def test_finetune_deltas_file_is_validated_before_anything_loads(case, message, 
     assert files_under(sandbox) == before
 
 
+def test_overrides_are_accepted_anywhere_on_the_command_line(sandbox, capsys):
+    """Was: 'unrecognized arguments' for an override after an option."""
+    out = sandbox / "w"
+    code, lines, _ = run_clean(capsys, "world", TINY, "--out", str(out), "world.n_downstream=40", "world.seed=3")
+    assert code == 0 and not lines and (out / "counterfact.json").is_file()
+    code, lines, stdout = run_clean(capsys, "config", "--overrides", "edit.num_edits=7", TINY, "seed=5")
+    assert code == 0 and "\nseed: 5\n" in stdout and "num_edits: 7" in stdout
+    code, lines, _ = run_clean(capsys, "config", TINY, "--overrides", "seed=1", "not-an-override")
+    assert_one_line(code, lines, 2, "argument 'not-an-override': expected key=value after the config file")
+
+
 def test_out_under_a_file_is_one_line(sandbox, capsys):
     (sandbox / "afile").write_text("x")
     before = files_under(sandbox)
