@@ -860,3 +860,25 @@ def test_report_never_pools_different_configs_and_lists_unused_runs(sandbox, sto
     select_runs(runs, ["config"])
     used = {t.run_id: t.params[GROUP_PARAM] for t in runs.trials if not t.problem}
     assert set(used) == {low_again, high} and len(set(used.values())) == 2 and all(g.startswith("config ") for g in used.values())
+
+
+def test_damaged_metadata_files_are_one_line(sandbox, capsys):
+    """Files the tool reads back: a finetune output's adapter_config.json, the toy model's recall.json,
+    a converted model's provenance.json."""
+    from editdecay.errors import DataError
+    from editdecay.model_sources import read_provenance
+    from editdecay.world.toy import read_report
+
+    ft = sandbox / "ft"
+    (ft / "adapter").mkdir(parents=True)
+    (ft / "adapter" / "adapter_config.json").write_text('{"base_model_name_or_path": ')
+    before = files_under(sandbox)
+    code, lines, _ = run_clean(capsys, "evaluate", TINY, "--model", str(ft), f"cache_dir={sandbox / 'cache'}")
+    assert_one_line(code, lines, 2, "adapter_config.json is damaged or names no base model")
+    assert files_under(sandbox) == before
+    (sandbox / "toy").mkdir()
+    (sandbox / "toy" / "recall.json").write_text("[1, 2")
+    (sandbox / "toy" / "provenance.json").write_text("{")
+    with pytest.raises(DataError, match="recall.json is missing or damaged; rebuild the toy model"):
+        read_report(sandbox / "toy")
+    assert read_provenance(sandbox / "toy") is None

@@ -95,7 +95,11 @@ def ensure_wheel_model(name: str, cache_dir: str | Path) -> Path:
 
 def read_provenance(model_dir: str | Path) -> dict | None:
     path = Path(model_dir) / "provenance.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        data = None  # damaged: prepare prints what it can; the model directory itself is what loads
+    return data if isinstance(data, dict) else None
 
 
 def _download_wheel(src: WheelModel, dest: Path) -> Path:

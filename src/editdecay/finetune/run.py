@@ -471,6 +471,12 @@ def load_finetuned(out_dir: str | Path, base_model_dir: str | Path | None = None
     if base is None:
         import json
 
-        base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+        try:
+            base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+        except (OSError, ValueError, KeyError, TypeError):
+            base = None
+        if not isinstance(base, str) or not base:
+            raise DataError(f"{adapter / 'adapter_config.json'} is damaged or names no base model "
+                            "(base_model_name_or_path); pass --base MODEL_DIR, or fine-tune again")
     model, tokenizer = load_model(model_cfg, base)
     return PeftModel.from_pretrained(model, adapter).eval(), tokenizer

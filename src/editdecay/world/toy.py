@@ -81,7 +81,13 @@ def ensure_toy_model(cfg: TrialConfig, force: bool = False) -> Path:
 
 
 def read_report(model_dir: Path) -> RecallReport:
-    return RecallReport(**json.loads((Path(model_dir) / "recall.json").read_text()))
+    path = Path(model_dir) / "recall.json"
+    try:
+        return RecallReport(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        from editdecay.errors import DataError
+
+        raise DataError(f"{path} is missing or damaged; rebuild the toy model with `editdecay prepare --force`") from None
 
 
 @contextmanager
