@@ -82,7 +82,8 @@ SETTING_PARAMS = ("model.name", "model.toy.arch", "edit.method", "data.source", 
 NEUTRAL_PARAMS = ("name", "cache_dir", "finetune.resume", "finetune.keep_checkpoints", "finetune.keep_weights",
                   "finetune.logging_steps", "finetune.save_strategy", "finetune.save_steps", "eval.batch_size",
                   "eval.ds_batch_size", "edit.stats.save_every", "edit.stats.batch_tokens")
-NEUTRAL_PREFIXES = ("tracking.", "editdecay.")
+# resolved.*: values the recipe derived from the config (pipeline/resolved.py); the config keys decide.
+NEUTRAL_PREFIXES = ("tracking.", "editdecay.", "resolved.")
 
 
 def config_rest(trial: TrialRun) -> dict[str, str]:
