@@ -792,11 +792,14 @@ def test_sweep_driver_exits_143_on_sigterm_with_its_trials_killed(sig, expected,
                      "  edit.method: none\n  finetune.max_steps: 5000\n  eval.ds_max_examples: 8\n"
                      "axes:\n  seed: [0]\nresources:\n  cpu: 1\n  gpu: 0\n")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    log = tmp_path / "driver.log"
     proc = subprocess.Popen([sys.executable, "-m", "editdecay", "sweep", str(sweep), "--storage", str(tmp_path / "st"),
-                             "--tracking-uri", store], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             "--tracking-uri", store], stdout=open(log, "w"), stderr=subprocess.PIPE, text=True,
                             env=env, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and "start   " not in log.read_text():
+            time.sleep(0.5)  # the store, experiment and parent run exist (reading earlier races its creation)
         while time.monotonic() < deadline and len([r for r in runs_of(store) if r.info.status == "RUNNING"]) < 2:
             time.sleep(1.0)  # the parent and the trial's run exist: the trial is running
         time.sleep(2.0)

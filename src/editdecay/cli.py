@@ -170,10 +170,13 @@ def cmd_server(args: argparse.Namespace) -> int:
           f"{root.resolve()}/artifacts)\n  clients: export MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
     code = serve_foreground(server_command(root, args.host, args.port, args.workers,
                                            [h for h in args.allowed_hosts.split(",") if h]))
-    if code == 0:  # it only ends by a signal (128 + n): by itself means it failed (bind, store), uvicorn said why above
-        raise EditDecayError(f"the MLflow server on {args.host}:{args.port} stopped by itself (its log above says why: "
-                             "port in use, store unreadable, ...)")
-    return code
+    if code in (128 + signal.SIGHUP, 128 + signal.SIGINT, 128 + signal.SIGTERM):  # we were asked to stop
+        return code
+    # It only ends by a signal: by itself (even with status 0) it failed (bind, store); its log above says why.
+    err = EditDecayError(f"the MLflow server on {args.host}:{args.port} stopped by itself (status {code}; its log "
+                         "above says why: port in use, store unreadable, ...)")
+    err.exit_code = 1
+    raise err
 
 
 def _check_port_free(host: str, port: int) -> None:
