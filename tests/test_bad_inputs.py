@@ -885,3 +885,20 @@ def test_damaged_metadata_files_are_one_line(sandbox, capsys):
     with pytest.raises(DataError, match="recall.json is missing or damaged; rebuild the toy model"):
         read_report(sandbox / "toy")
     assert read_provenance(sandbox / "toy") is None
+
+
+@pytest.mark.parametrize("file", sorted(p.name for p in (REPO / "sweeps").glob("*.yaml")))
+def test_every_shipped_sweep_reports_without_group_by(file):
+    """The pooling rule refuses only real differences: within one report setting, the trials of every
+    sweep file differ in their seed alone (params as pipeline/trial.py logs them)."""
+    from editdecay.pipeline.trial import trial_params
+    from editdecay.report.data import select_runs
+    from editdecay.sweep.grid import load_sweep
+    from editdecay.tracking.read import SweepRuns, TrialRun
+
+    sweep = load_sweep(REPO / "sweeps" / file, resolve_paths=False)
+    trials = [TrialRun(t.trial_id, t.trial_id, "FINISHED", "1",
+                       {k: v if isinstance(v, str) else json.dumps(v) for k, v in trial_params(t.config).items()},
+                       {"editdecay.trial_id": t.trial_id}, {}) for t in sweep.trials]
+    select_runs(SweepRuns(file, "sqlite://", "e", "1", None, None, trials))
+    assert not [t.problem for t in trials if t.problem]
