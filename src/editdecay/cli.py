@@ -432,13 +432,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from editdecay.editing.trace import propose_layers, trace_mlp
     from editdecay.io import atomic_directory
     from editdecay.models import load_model, resolve_model_path
-
-    from editdecay.preflight import check_model, check_trial_inputs
+    from editdecay.preflight import check_trial_inputs
 
     check_output_dir(args.out)
     cfg = _config_and_overrides(args)
-    check_trial_inputs(cfg, stages={"model", "data"})
-    n = check_model(cfg.model.name, cfg)
+    n = check_trial_inputs(cfg, stages={"model", "data"})  # the model's depth, where known without loading it
     for option, value in (("--n-layers", args.n_layers), ("--window", args.window)):
         if n is not None and value > n:
             raise UsageError(f"{option} {value}: the model has {n} layers; give at most {n}")

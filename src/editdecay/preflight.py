@@ -48,13 +48,13 @@ def looks_like_path(name: str) -> bool:
 
 
 def check_trial_inputs(cfg: TrialConfig, *, stages: frozenset[str] | set[str] = STAGES, model_path: str | None = None,
-                       gpus: float | None = None, memo: dict[Any, Any] | None = None) -> None:
+                       gpus: float | None = None, memo: dict[Any, Any] | None = None) -> int | None:
     """Everything a trial (or the ``stages`` of one that a command runs) reads, checked without loading it.
 
     ``model_path``: a model given on the command line instead of ``model.name``. ``gpus``: the GPUs a
     sweep reserves per trial (trials may run on other nodes: the driver's own CUDA is irrelevant);
     None checks this machine. ``memo``: shared across calls (a sweep's trials) so each dataset is
-    read and the hub probed once.
+    read and the hub probed once. Returns the model's layer count where it is known without loading it.
     """
     memo = {} if memo is None else memo
     _check_cache_dir(cfg.cache_dir)
@@ -89,6 +89,7 @@ def check_trial_inputs(cfg: TrialConfig, *, stages: frozenset[str] | set[str] = 
             _check_layers(cfg.edit.layers, n_layers, "edit.layers")
         if "finetune" in stages and ft.method != "none" and isinstance(ft.layers, list):
             _check_layers(ft.layers, n_layers, "finetune.layers")
+    return n_layers
 
 
 # ------------------------------------------------------------------------------------------------
