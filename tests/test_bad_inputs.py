@@ -544,7 +544,7 @@ PREFLIGHT_CASES = {
     "duplicate_ids": "case_id repeated: 1",
     "num_edits_too_large": "edit.num_edits=4 but the edit dataset (records) has only 3 records",
     "cuda_without_gpu": "model.device: 'cuda' was asked for",
-    "fp16_on_cpu": "finetune.precision=fp16 with model.device=cpu",
+    "fp16_on_cpu": "finetune.precision=fp16 needs a CUDA GPU but model.device is cpu",
     "micro_batch": "finetune.batch_size=10 is not a multiple of micro_batch_size",
     "offline_hub_id": "not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
 }

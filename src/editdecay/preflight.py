@@ -326,7 +326,7 @@ def _check_device(cfg: TrialConfig, gpus: float | None, finetune: bool) -> None:
     fp16 = finetune and cfg.finetune.method != "none" and cfg.finetune.precision == "fp16"
     if device == "cpu":
         if fp16:
-            raise ConfigError("finetune.precision=fp16 with model.device=cpu: fp16 training needs a CUDA GPU; "
+            raise ConfigError("finetune.precision=fp16 needs a CUDA GPU but model.device is cpu; "
                               "use finetune.precision=bf16 or fp32 on the CPU")
         return
     if device != "cuda" and not fp16:
