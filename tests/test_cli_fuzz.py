@@ -13,6 +13,7 @@ tells which check stopped it. Bounded to well under a minute on 2 cores.
 from __future__ import annotations
 
 import math
+import os
 import types
 import typing
 from pathlib import Path
@@ -29,7 +30,8 @@ from editdecay.config import TrialConfig
 from conftest import REPO
 
 TINY = str(REPO / "configs" / "tiny.yaml")
-FUZZ = settings(max_examples=150, deadline=None, derandomize=False, database=None,
+# EDITDECAY_FUZZ_EXAMPLES=2000 for a longer hunt; 150 per test keeps the suite fast.
+FUZZ = settings(max_examples=int(os.environ.get("EDITDECAY_FUZZ_EXAMPLES", "150")), deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
