@@ -87,15 +87,23 @@ def _prepare_pretrained(cfg, args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    """Run an MLflow tracking server (sqlite backend, proxied artifacts) in the foreground."""
-    from editdecay.tracking.server import check_root, serve_foreground, server_command
+    """Run an MLflow tracking server (sqlite or a database backend, proxied artifacts) in the foreground,
+    restarted if it dies after serving, one copy per --root."""
+    from editdecay.tracking import redact_uri
+    from editdecay.tracking.server import (_health_url, check_root, check_store_options, serve_foreground,
+                                           server_command, server_env)
 
     root = Path(args.root)
+    backend, artifacts = args.backend_store_uri or None, args.artifacts_destination or None
+    check_store_options(backend, artifacts)
     check_root(root)
-    print(f"editdecay server: http://{args.host}:{args.port}  (store {root.resolve()}/mlflow.db, artifacts "
-          f"{root.resolve()}/artifacts)\n  clients: export MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
+    store = redact_uri(backend) if backend else f"{root.resolve()}/mlflow.db"
+    print(f"editdecay server: http://{args.host}:{args.port}  (store {store}, artifacts "
+          f"{artifacts or f'{root.resolve()}/artifacts'})\n  clients: export MLFLOW_TRACKING_URI=http://{args.host}:{args.port}",
+          flush=True)
     return serve_foreground(server_command(root, args.host, args.port, args.workers,
-                                           [h for h in args.allowed_hosts.split(",") if h]))
+                                           [h for h in args.allowed_hosts.split(",") if h], backend, artifacts),
+                            root=root.resolve(), env=server_env(backend), health_url=_health_url(args.host, args.port))
 
 
 def cmd_trial(args: argparse.Namespace) -> int:
@@ -376,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--allowed-hosts", default="", help="extra comma-separated names clients use for this server "
                    "(its own names and addresses are allowed automatically with --host 0.0.0.0)")
+    p.add_argument("--backend-store-uri", default=os.environ.get("MLFLOW_BACKEND_STORE_URI", ""),
+                   help="database for runs, e.g. postgresql://user:pw@host:5432/mlflow (default: MLFLOW_BACKEND_STORE_URI, "
+                   "else ROOT/mlflow.db); a store that outlives the machine: docs/sweeps.md")
+    p.add_argument("--artifacts-destination", default=os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", ""),
+                   help="where proxied artifacts go, e.g. s3://bucket/editdecay (default: MLFLOW_ARTIFACTS_DESTINATION, "
+                   "else ROOT/artifacts)")
     p.set_defaults(func=cmd_server)
     p = add("trial", cmd_trial, "run one tracked trial (base, FT-only, KE-only, KE->FT) and log it to MLflow")
     p.add_argument("--force", action="store_true", help="recompute every stage instead of reusing the stage cache")
