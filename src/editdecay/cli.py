@@ -269,8 +269,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(trial_table(sweep))
         print(f"{len(sweep.trials)} trials")
         return 0
+    from editdecay.paths import default_storage
     from editdecay.sweep.runner import run_sweep, seed_summary_table, summary_table, where_to_look, write_summary
 
+    args.storage = args.storage or default_storage()
     outcome = run_sweep(sweep, storage=args.storage, address=args.address, resume=args.resume, fresh=args.fresh,
                         max_concurrent=args.max_concurrent, connect_timeout=args.connect_timeout,
                         autoscaler_config=args.autoscaler_config)
@@ -407,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep (same --storage)")
     p.add_argument("--fresh", action="store_true", help="discard this sweep's saved state and start over")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--storage", default="sweep-results", help="directory for Tune's state and the sweep summary")
+    p.add_argument("--storage", default=None, help="directory for Tune's state and the sweep summary (default: "
+                   "sweep-results, or $EDITDECAY_HOME/sweep-results; under a Ray job ~/editdecay-state/sweep-results)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for every trial (default: the config's)")
     p.add_argument("--max-concurrent", type=int, default=None, help="override the sweep file's max_concurrent_trials")
     p.add_argument("--connect-timeout", type=float, default=5.0, help="seconds to wait for a Ray cluster address")
