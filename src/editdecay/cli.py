@@ -112,6 +112,10 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
     cfg = _config_and_overrides(args)
     check_trial_inputs(cfg)  # before torch, MLflow or any run exists
+    experiment = _mlflow_run_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    if experiment:
+        args.overrides = f"{args.overrides or ''} tracking.experiment={shlex.quote(experiment)}"
+        cfg = _config_and_overrides(args)
     from editdecay.pipeline.trial import GROUPS, run_trial
     from editdecay.tracking import redact_uri, resolve_tracking_uri
 
@@ -128,6 +132,22 @@ def cmd_trial(args: argparse.Namespace) -> int:
               f"   ({int(m['survival.n_flipped'])} of {int(m['survival.n_successful'])} successful edits flipped)")
     print(f"  stages   built: {', '.join(result.cache_misses) or '-'}   reused: {', '.join(result.cache_hits) or '-'}")
     return 0
+
+
+def _mlflow_run_experiment(uri: str | None, configured: str) -> str | None:
+    """Under ``mlflow run``, the experiment its run is in when that differs from the configured one:
+    the command then logs there, into that run, instead of leaving it empty (one command, one run)."""
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        return None
+    from editdecay.tracking import resolve_tracking_uri
+    from editdecay.tracking.runs import project_run_experiment
+
+    experiment = project_run_experiment(resolve_tracking_uri(uri))
+    if not experiment or experiment == configured:
+        return None
+    print(f"editdecay: logging into the run `mlflow run` made, in its experiment '{experiment}' (configured: "
+          f"'{configured}'; `mlflow run ... --experiment-name {configured}` logs there)", file=sys.stderr, flush=True)
+    return experiment
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -263,6 +283,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from editdecay.sweep.grid import load_sweep, trial_table
 
     sweep = load_sweep(args.file, tracking_uri=args.tracking_uri)
+    if not args.dry_run and os.environ.get("MLFLOW_RUN_ID"):
+        trial = sweep.trials[0].config
+        experiment = _mlflow_run_experiment(trial.tracking.uri, trial.tracking.experiment)
+        if experiment:
+            sweep = load_sweep(args.file, tracking_uri=args.tracking_uri, experiment=experiment)
     if args.dry_run:  # no Ray, no MLflow, no files: the grid as it would run
         print(f"sweep '{sweep.name}' ({args.file}): {len(sweep.trials)} trials, grid hash {sweep.grid_hash()}, "
               f"resources per trial {sweep.spec.resources.model_dump()}")
@@ -310,7 +335,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     for m in result.missing:
         print(f"  missing  {m['trial_id']}: {m['status']}" + (f" ({m['reason']})" if m.get("reason") else ""))
     if result.logged_to:
-        print(f"  logged as artifacts report/ of parent run {result.logged_to}")
+        print(f"  logged as artifacts report/ of run {result.logged_to}")
     print(f"report: {result.html.resolve()}")
     return 0
 
