@@ -88,5 +88,9 @@ def test_training_curves_trainer_log_datasets_and_ui_defaults(project_run, tmp_p
     exp_tags = client.get_experiment(run.info.experiment_id).tags
     assert exp_tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
     view = json.loads(exp_tags["mlflow.sharedViewState.editdecay-compare-survival"])  # the saved view
-    assert json.loads(view["state"])["groupBy"]["groupByKeys"] == [{"mode": "param", "groupByData": "finetune.layers"}]
+    state = json.loads(view["state"])
+    assert state["groupBy"]["groupByKeys"] == [{"mode": "param", "groupByData": "finetune.method"},
+                                               {"mode": "param", "groupByData": "finetune.layers"}]
+    assert state["searchFilter"] == "params.`finetune.method` != 'none'"
+    assert state["compareRunCharts"][0]["type"] == "PARALLEL" and state["compareRunCharts"][0]["selectedMetrics"] == ["survival.efr"]
     assert any(k.startswith("system/") for k in run.data.metrics)  # psutil is pinned

@@ -76,7 +76,13 @@ def get_experiment_id(client: MlflowClient, name: str) -> str:
                             f"--experiment-id {exp.experiment_id}) or choose another experiment name")
     if "mlflow.experimentKind" not in exp.tags:  # made by `mlflow run` or an older editdecay
         client.set_experiment_tag(exp.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
-        client.set_experiment_tag(exp.experiment_id, *compare_view_tag(int(time.time() * 1000)))
+    view_key, view_value = compare_view_tag(int(time.time() * 1000))
+    try:
+        current = json.loads(exp.tags.get(view_key, "{}")).get("state")
+    except ValueError:
+        current = None
+    if current != json.loads(view_value)["state"]:  # missing, or the view of an older editdecay
+        client.set_experiment_tag(exp.experiment_id, view_key, view_value)
     return exp.experiment_id
 
 
