@@ -3,11 +3,13 @@ as experiment tags ``mlflow.sharedViewState.<id>`` holding ``{name, createdAt, u
 where ``state`` is the JSON of the runs page's search facets and UI state (the same object its
 "Save view" button writes). Opening it from the "Views" menu, or from :func:`view_url`, shows the
 columns a survival comparison needs, sorted by ``survival.efr``, FT-none runs (nothing to survive)
-filtered out, grouped by ``finetune.method`` and ``finetune.layers`` (so a group never averages
-LoRA with full fine-tuning), and a chart view that opens on parallel coordinates ending in
-``survival.efr`` and a bar chart of it per group (``compareRunCharts``: without it the UI generates
-one chart per metric in alphabetical order, and its parallel-coordinates card started on
-``edit.seconds.z``).
+filtered out, the table grouped by ``finetune.method`` and ``finetune.layers`` (so a group never
+averages LoRA with full fine-tuning), and a chart view that opens on parallel coordinates from the
+grid's params to ``survival.efr``, then its bars (``compareRunCharts``; without them the UI makes
+one chart per metric in alphabetical order). The charts show runs, not groups
+(``useGroupedValuesInCharts`` off): MLflow 3.17 draws no parallel coordinates over grouped string
+params ("does not support aggregated string values"); each run keeps its group's colour family.
+Checked in headless Chromium against an MLflow 3.17.2 server.
 
 No mlflow import: this only builds the tag, ``runs.py`` sets it.
 """
@@ -63,7 +65,7 @@ def compare_view_state() -> dict:
                             *(_column("params", p) for p in COMPARE_PARAMS),
                             *(_column("metrics", m) for m in COMPARE_METRICS)],
         "runsExpanded": {}, "runsPinned": [], "runsHidden": [], "runListHidden": False,
-        "isAccordionReordered": False, "useGroupedValuesInCharts": True, "hideEmptyCharts": True,
+        "isAccordionReordered": False, "useGroupedValuesInCharts": False, "hideEmptyCharts": True,
         "groupBy": {"aggregateFunction": "average",
                     "groupByKeys": [{"mode": "param", "groupByData": key} for key in GROUP_BY]},
         "groupsExpanded": {},
