@@ -250,6 +250,8 @@ def test_stopped_job_resumed_finishes_every_trial_once(cluster):
     job = cluster["job"]
     assert cluster["finished_before_stop"], "no trial finished in the first job" + _context(cluster)
     assert "was stopped" in cluster["first_status"], _context(cluster)
+    # the sweep's progress line: ended/total, elapsed, estimated time left
+    assert re.search(r"done +\S+ .*\(1/2 ended, \S+ elapsed, ~\S+ left\)", cluster["first_logs"]), _context(cluster)
     assert job.returncode == 0 and f"{len(TRIALS)} of {len(TRIALS)} trials finished" in job.stdout, _context(cluster)
     trials = [r for r in cluster["runs"] if "editdecay.trial_id" in r.data.tags]
     finished = sorted(r.data.tags["editdecay.trial_id"] for r in trials if r.info.status == "FINISHED")
