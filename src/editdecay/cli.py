@@ -90,7 +90,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     """Run an MLflow tracking server (sqlite or a database backend, proxied artifacts) in the foreground,
     restarted if it dies after serving, one copy per --root."""
     from editdecay.tracking import redact_uri
-    from editdecay.tracking.server import (_health_url, check_root, check_store_options, serve_foreground,
+    from editdecay.tracking.server import (health_url_for, check_root, check_store_options, serve_foreground,
                                            server_command, server_env)
 
     root = Path(args.root)
@@ -103,7 +103,7 @@ def cmd_server(args: argparse.Namespace) -> int:
           flush=True)
     return serve_foreground(server_command(root, args.host, args.port, args.workers,
                                            [h for h in args.allowed_hosts.split(",") if h], backend, artifacts),
-                            root=root.resolve(), env=server_env(backend), health_url=_health_url(args.host, args.port))
+                            root=root.resolve(), env=server_env(backend), health_url=health_url_for(args.host, args.port))
 
 
 def cmd_trial(args: argparse.Namespace) -> int:

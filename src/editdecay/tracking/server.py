@@ -222,7 +222,7 @@ PID_FILE = "server.json"
 MAX_RESTARTS, RESTART_WINDOW = 5, 300.0
 
 
-def _health_url(host: str, port: int) -> str:
+def health_url_for(host: str, port: int) -> str:
     local = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     return f"http://{_bracket(local)}:{port}"
 
