@@ -90,7 +90,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     """Run an MLflow tracking server (sqlite or a database backend, proxied artifacts) in the foreground,
     restarted if it dies after serving, one copy per --root."""
     from editdecay.tracking import redact_uri
-    from editdecay.tracking.server import (health_url_for, check_root, check_store_options, serve_foreground,
+    from editdecay.tracking.server import (check_root, check_store_options, health_url_for, serve_foreground,
                                            server_command, server_env)
 
     root = Path(args.root)
