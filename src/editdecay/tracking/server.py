@@ -168,7 +168,9 @@ def start_server(root: Path, host: str = "127.0.0.1", port: int = 5000, log_file
                             stdout=out, stderr=subprocess.STDOUT, env=server_env(backend_store_uri), start_new_session=True)
     url = f"http://{host}:{port}"
     try:
-        wait_healthy(url, proc)
+        # A crash ends the wait at once; a slow start does not fail it (mlflow needed > 60 s on 2 cores
+        # shared by several test runs).
+        wait_healthy(url, proc, timeout=240)
     except BaseException:
         stop_server(proc)
         raise
