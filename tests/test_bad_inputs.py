@@ -902,3 +902,41 @@ def test_every_shipped_sweep_reports_without_group_by(file):
                        {"editdecay.trial_id": t.trial_id}, {}) for t in sweep.trials]
     select_runs(SweepRuns(file, "sqlite://", "e", "1", None, None, trials))
     assert not [t.problem for t in trials if t.problem]
+
+
+# Issue 25: the server's store options, and paths under a Ray job (one line, exit 2, before mlflow starts)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--backend-store-uri", "htp://db.example:5432/mlflow"], "--backend-store-uri htp://db.example:5432/mlflow: expected a database URL"),
+    (["--backend-store-uri", "postgresql://mlflow:secret@db.example:5432/mlflow", "--artifacts-destination", "s4://bucket/x"],
+     "--artifacts-destination s4://bucket/x: unknown scheme 's4'"),
+])
+def test_server_store_options_are_one_line(tmp_path, capsys, argv, needle):
+    code, lines, _ = run_cli(capsys, "server", "--root", str(tmp_path / "srv"), "--port", str(free_port()), *argv)
+    assert_one_line(code, lines, 2, needle)
+    assert "secret" not in lines[0]
+    assert not (tmp_path / "srv").exists()  # refused before the root or any process was made
+
+
+def test_server_backend_from_the_environment_is_checked_too(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", "mongodb://u:pw@h/db")
+    from editdecay.cli import build_parser  # the default is read when the parser is built
+
+    args = build_parser().parse_args(["server", "--root", str(tmp_path / "srv")])
+    assert args.backend_store_uri == "mongodb://u:pw@h/db"
+    code, lines, _ = run_cli(capsys, "server", "--root", str(tmp_path / "srv"), "--port", str(free_port()))
+    assert_one_line(code, lines, 2, "expected a database URL")
+    assert "pw@" not in lines[0]
+
+
+def test_second_server_on_one_root_is_refused_in_one_line(tmp_path, capsys):
+    from filelock import FileLock
+
+    root = tmp_path / "srv"
+    root.mkdir()
+    (root / "server.json").write_text(json.dumps({"pid": 4242, "url": "http://127.0.0.1:5000"}))
+    with FileLock(str(root / "server.lock")):  # held as a running `editdecay server` holds it
+        code, lines, _ = run_cli(capsys, "server", "--root", str(root), "--port", str(free_port()))
+    assert_one_line(code, lines, 2, "already runs for --root")
+    assert "pid 4242" in lines[0]

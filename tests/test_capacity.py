@@ -31,8 +31,10 @@ def test_zero_gpus_now_but_workers_can_add_them_queues():
 
 
 def test_node_type_without_declared_resources_queues_with_a_hint():
-    # sweeps/cluster/aws-gpu.yaml as shipped: AWS fills in a p4de's GPUs at launch.
+    # sweeps/cluster/aws-gpu.yaml without its declared resources: AWS fills in a p4de's GPUs at launch.
     cfg = yaml.safe_load((REPO / "sweeps" / "cluster" / "aws-gpu.yaml").read_text())
+    assert decide(TRIAL, EMPTY_HEAD, cfg).action == "queue"  # as shipped: 8 GPUs per worker declared
+    del cfg["available_node_types"]["gpu_worker"]["resources"]
     verdict = decide(TRIAL, EMPTY_HEAD, cfg)
     assert verdict.action == "queue" and "declare no resources" in verdict.message
 

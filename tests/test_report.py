@@ -346,3 +346,35 @@ def test_selection_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
     err = one_line_error(["--sweep", "smoke-1", "--filter", "params.seed = '0'", "--out", str(tmp_path / "r")], capsys)
     assert "--filter goes with --experiment" in err
     assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 25: where the report is logged (tracking.runs.log_report)
+
+
+@pytest.mark.slow
+def test_mlflow_run_report_of_an_experiment_is_one_run_and_leaves_the_sweeps_report(tiny_sweep, tmp_path):
+    """`mlflow run . -e report` with --experiment: the project run is the report's run (no empty run
+    left in Default), and the sweep's parent keeps its own report/ (it used to be overwritten)."""
+    import os
+    from pathlib import Path
+
+    client = MlflowClient(tiny_sweep["uri"])
+    parent = tiny_sweep["state"]["parent_run_id"]
+    before = {f.path: f.file_size for f in client.list_artifacts(parent, "report")}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tiny_sweep["uri"],
+           "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env.pop("MLFLOW_RUN_ID", None)
+    proc = subprocess.run([sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "report", "--env-manager", "local",
+                           "--experiment-name", "report-runs", "-P", "sweep=", "-P", "experiment=editdecay-smoke-tiny",
+                           "-P", "filter=params.`edit.method` = 'memit' and attributes.status = 'FINISHED'",
+                           "-P", f"out={tmp_path / 'rep'}", "-P", f"tracking_uri={tiny_sweep['uri']}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string="tags.`mlflow.project.entryPoint` = 'report'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["editdecay.kind"] == "report"
+    assert "report/report.html" in {f.path for f in client.list_artifacts(runs[0].info.run_id, "report")}
+    assert {f.path: f.file_size for f in client.list_artifacts(parent, "report")} == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,5 +89,44 @@ def test_training_curves_trainer_log_datasets_and_ui_defaults(project_run, tmp_p
     exp_tags = client.get_experiment(run.info.experiment_id).tags
     assert exp_tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
     view = json.loads(exp_tags["mlflow.sharedViewState.editdecay-compare-survival"])  # the saved view
-    assert json.loads(view["state"])["groupBy"]["groupByKeys"] == [{"mode": "param", "groupByData": "finetune.layers"}]
+    state = json.loads(view["state"])
+    assert state["groupBy"]["groupByKeys"] == [{"mode": "param", "groupByData": "finetune.method"},
+                                               {"mode": "param", "groupByData": "finetune.layers"}]
+    assert state["searchFilter"] == "params.`finetune.method` != 'none'"
+    assert state["compareRunCharts"][0]["type"] == "PARALLEL" and state["compareRunCharts"][0]["selectedMetrics"] == ["survival.efr"]
     assert any(k.startswith("system/") for k in run.data.metrics)  # psutil is pinned
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless chromium not installed")
+def test_saved_view_opens_charts_on_parallel_coordinates_of_survival(project_run, mlflow_server, tmp_path):
+    """The saved view's chart view in a real browser: the parallel-coordinates card draws (it does not
+    over grouped string params), ends in survival.efr, and the FT-none filter and two-key grouping hold."""
+    import time
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from ui_screenshots import UI_SETTINGS, Chromium
+
+    from editdecay.tracking.views import view_url
+
+    client, runs, _ = project_run
+    browser = Chromium(shutil.which("chromium"), str(tmp_path / "profile"))
+    try:
+        target = browser.send("Target.createTarget", url="about:blank")["targetId"]
+        session = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        browser.send("Emulation.setDeviceMetricsOverride", session, width=1600, height=1000, deviceScaleFactor=1, mobile=False)
+        browser.send("Page.navigate", session, url=mlflow_server + "/")
+        time.sleep(5)
+        browser.send("Runtime.evaluate", session, expression="".join(
+            f"localStorage.setItem({json.dumps(k)}, {json.dumps(v)});" for k, v in UI_SETTINGS.items()))
+        browser.send("Page.navigate", session, url=view_url(mlflow_server, runs[0].info.experiment_id, charts=True))
+        text, deadline = "", time.monotonic() + 120
+        while time.monotonic() < deadline and "Parallel" not in text:
+            time.sleep(3)
+            text = browser.send("Runtime.evaluate", session, expression="document.body.innerText")["result"].get("value", "")
+        time.sleep(3)
+        text = browser.send("Runtime.evaluate", session, expression="document.body.innerText")["result"].get("value", "")
+    finally:
+        browser.close()
+    assert "Parallel Coordinates" in text, text[:2000]
+    assert "does not support aggregated" not in text
+    assert "Group by: finetune.method" in text and "survival.efr" in text

@@ -111,9 +111,12 @@ def test_mlflow_run_trial_entry_point_with_embedded_store(tmp_path, toy_model_di
     assert out.returncode == 0, out.stderr[-3000:]
     assert "survival" in out.stdout and "ES" in out.stdout
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("editdecay").experiment_id],
-                              filter_string="params.`edit.method` = 'alphaedit'")
+    # No --experiment-name: `mlflow run` made its run in Default, and the trial logged into it (one
+    # command, one run; no empty project run beside a trial in 'editdecay').
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED" and "survival.efr" in runs[0].data.metrics
+    assert runs[0].data.params["edit.method"] == "alphaedit" and runs[0].data.tags["mlflow.project.entryPoint"] == "trial"
+    assert client.get_experiment(runs[0].info.experiment_id).name == "Default"
 
 
 def test_evaluate_command_writes_metrics_whole(tmp_path, toy_model_dir, capsys):

@@ -160,16 +160,24 @@ def _prepare_pretrained(cfg, args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    """Run an MLflow tracking server (sqlite backend, proxied artifacts) in the foreground."""
-    from editdecay.tracking.server import check_root, serve_foreground, server_command
+    """Run an MLflow tracking server (sqlite or a database backend, proxied artifacts) in the foreground,
+    restarted if it dies after serving, one copy per --root."""
+    from editdecay.tracking import redact_uri
+    from editdecay.tracking.server import (check_root, check_store_options, health_url_for, serve_foreground,
+                                           server_command, server_env)
 
     root = Path(args.root)
+    backend, artifacts = args.backend_store_uri or None, args.artifacts_destination or None
+    check_store_options(backend, artifacts)
     check_root(root)
     _check_port_free(args.host, args.port)
-    print(f"editdecay server: http://{args.host}:{args.port}  (store {root.resolve()}/mlflow.db, artifacts "
-          f"{root.resolve()}/artifacts)\n  clients: export MLFLOW_TRACKING_URI=http://{args.host}:{args.port}", flush=True)
+    store = redact_uri(backend) if backend else f"{root.resolve()}/mlflow.db"
+    print(f"editdecay server: http://{args.host}:{args.port}  (store {store}, artifacts "
+          f"{artifacts or f'{root.resolve()}/artifacts'})\n  clients: export MLFLOW_TRACKING_URI=http://{args.host}:{args.port}",
+          flush=True)
     code = serve_foreground(server_command(root, args.host, args.port, args.workers,
-                                           [h for h in args.allowed_hosts.split(",") if h]))
+                                           [h for h in args.allowed_hosts.split(",") if h], backend, artifacts),
+                            root=root.resolve(), env=server_env(backend), health_url=health_url_for(args.host, args.port))
     if code in (128 + signal.SIGHUP, 128 + signal.SIGINT, 128 + signal.SIGTERM):  # we were asked to stop
         return code
     # It only ends by a signal: by itself (even with status 0) it failed (bind, store); its log above says why.
@@ -204,6 +212,10 @@ def cmd_trial(args: argparse.Namespace) -> int:
 
     cfg = _config_and_overrides(args)
     check_trial_inputs(cfg)  # before torch, MLflow or any run exists
+    experiment = _mlflow_run_experiment(cfg.tracking.uri, cfg.tracking.experiment)
+    if experiment:
+        args.overrides = f"{args.overrides or ''} tracking.experiment={shlex.quote(experiment)}"
+        cfg = _config_and_overrides(args)
     from editdecay.pipeline.trial import GROUPS, run_trial
     from editdecay.tracking import redact_uri, resolve_tracking_uri
 
@@ -220,6 +232,22 @@ def cmd_trial(args: argparse.Namespace) -> int:
               f"   ({int(m['survival.n_flipped'])} of {int(m['survival.n_successful'])} successful edits flipped)")
     print(f"  stages   built: {', '.join(result.cache_misses) or '-'}   reused: {', '.join(result.cache_hits) or '-'}")
     return 0
+
+
+def _mlflow_run_experiment(uri: str | None, configured: str) -> str | None:
+    """Under ``mlflow run``, the experiment its run is in when that differs from the configured one:
+    the command then logs there, into that run, instead of leaving it empty (one command, one run)."""
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        return None
+    from editdecay.tracking import resolve_tracking_uri
+    from editdecay.tracking.runs import project_run_experiment
+
+    experiment = project_run_experiment(resolve_tracking_uri(uri))
+    if not experiment or experiment == configured:
+        return None
+    print(f"editdecay: logging into the run `mlflow run` made, in its experiment '{experiment}' (configured: "
+          f"'{configured}'; `mlflow run ... --experiment-name {configured}` logs there)", file=sys.stderr, flush=True)
+    return experiment
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -368,14 +396,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from editdecay.sweep.grid import load_sweep, trial_table
 
     sweep = load_sweep(args.file, tracking_uri=args.tracking_uri)
+    if not args.dry_run and os.environ.get("MLFLOW_RUN_ID"):
+        trial = sweep.trials[0].config
+        experiment = _mlflow_run_experiment(trial.tracking.uri, trial.tracking.experiment)
+        if experiment:
+            sweep = load_sweep(args.file, tracking_uri=args.tracking_uri, experiment=experiment)
     if args.dry_run:  # no Ray, no MLflow, no files: the grid as it would run
         print(f"sweep '{sweep.name}' ({args.file}): {len(sweep.trials)} trials, grid hash {sweep.grid_hash()}, "
               f"resources per trial {sweep.spec.resources.model_dump()}")
         print(trial_table(sweep))
         print(f"{len(sweep.trials)} trials")
         return 0
+    from editdecay.paths import default_storage
     from editdecay.sweep.runner import run_sweep, seed_summary_table, summary_table, where_to_look, write_summary
 
+    args.storage = args.storage or default_storage()
     outcome = run_sweep(sweep, storage=args.storage, address=args.address, resume=args.resume, fresh=args.fresh,
                         max_concurrent=args.max_concurrent, connect_timeout=args.connect_timeout,
                         autoscaler_config=args.autoscaler_config)
@@ -421,7 +456,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if t.problem:
             print(f"  unused   run {t.run_id} ({t.tags.get('editdecay.trial_id', t.name)}, {t.status}): {t.problem}")
     if result.logged_to:
-        print(f"  logged as artifacts report/ of parent run {result.logged_to}")
+        print(f"  logged as artifacts report/ of run {result.logged_to}")
     print(f"report: {result.html.resolve()}")
     return 0
 
@@ -502,6 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_int_in(1, 256), default=1)
     p.add_argument("--allowed-hosts", default="", help="extra comma-separated names clients use for this server "
                    "(its own names and addresses are allowed automatically with --host 0.0.0.0)")
+    p.add_argument("--backend-store-uri", default=os.environ.get("MLFLOW_BACKEND_STORE_URI", ""),
+                   help="database for runs, e.g. postgresql://user:pw@host:5432/mlflow (default: MLFLOW_BACKEND_STORE_URI, "
+                   "else ROOT/mlflow.db); a store that outlives the machine: docs/sweeps.md")
+    p.add_argument("--artifacts-destination", default=os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", ""),
+                   help="where proxied artifacts go, e.g. s3://bucket/editdecay (default: MLFLOW_ARTIFACTS_DESTINATION, "
+                   "else ROOT/artifacts)")
     p.set_defaults(func=cmd_server)
     p = add("trial", cmd_trial, "run one tracked trial (base, FT-only, KE-only, KE->FT) and log it to MLflow")
     p.add_argument("--force", action="store_true", help="recompute every stage instead of reusing the stage cache")
@@ -519,7 +560,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep (same --storage)")
     p.add_argument("--fresh", action="store_true", help="discard this sweep's saved state and start over")
     p.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--storage", default="sweep-results", help="directory for Tune's state and the sweep summary")
+    p.add_argument("--storage", default=None, help="directory for Tune's state and the sweep summary (default: "
+                   "sweep-results, or $EDITDECAY_HOME/sweep-results; under a Ray job ~/editdecay-state/sweep-results)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for every trial (default: the config's)")
     p.add_argument("--max-concurrent", type=_int_in(1), default=None, help="override the sweep file's max_concurrent_trials")
     p.add_argument("--connect-timeout", type=_positive_seconds, default=5.0, help="seconds to wait for a Ray cluster address")

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from editdecay.errors import ConfigError, DataError
+from editdecay.paths import default_cache_dir
 
 
 class Section(BaseModel):
@@ -293,7 +294,8 @@ class TrialConfig(Section):
 
     name: str = "trial"
     seed: int = 0
-    cache_dir: str = Field(default_factory=lambda: os.environ.get("EDITDECAY_CACHE", ".cache/editdecay"))
+    # EDITDECAY_CACHE, else under EDITDECAY_HOME / a Ray job's lasting state dir, else .cache/editdecay (paths.py)
+    cache_dir: str = Field(default_factory=default_cache_dir)
     world: WorldConfig = WorldConfig()
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()

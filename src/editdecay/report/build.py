@@ -109,11 +109,12 @@ def write_report(runs: SweepRuns, out_dir: str | Path, *, log_to_parent: bool = 
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default) + "\n", encoding="utf-8")
         (tmp / "report.html").write_text(render(meta, tables, comparisons, found, plots, missing, notes), encoding="utf-8")
     logged = None
-    if log_to_parent and runs.parent_run_id:
-        from editdecay.tracking.read import log_report_artifacts
+    if log_to_parent:  # --sweep: its parent run; --experiment: a report run of its own (tracking.runs.log_report)
+        from editdecay.tracking.runs import log_report
 
-        log_report_artifacts(runs.tracking_uri, runs.parent_run_id, out_dir)
-        logged = runs.parent_run_id
+        logged = ", ".join(log_report(runs.tracking_uri, out_dir, experiment=runs.experiment, source=runs.description,
+                                      sweep_id=runs.sweep_id, parent_run_id=runs.parent_run_id,
+                                      by_sweep=runs.description.startswith("sweep "))) or None
     return ReportResult(out_dir, out_dir / "report.html", len(runs.trials), len(usable), missing, logged,
                         time.perf_counter() - start)
 

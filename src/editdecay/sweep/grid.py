@@ -140,10 +140,12 @@ class Sweep:
 # Loading
 
 
-def load_sweep(path: str | os.PathLike, *, tracking_uri: str | None = None, resolve_paths: bool = True) -> Sweep:
+def load_sweep(path: str | os.PathLike, *, tracking_uri: str | None = None, resolve_paths: bool = True,
+               experiment: str | None = None) -> Sweep:
     """Read, validate and expand a sweep file; every trial config is validated here.
 
-    ``tracking_uri`` (the CLI's ``--tracking-uri``) replaces every trial's ``tracking.uri``.
+    ``tracking_uri`` (the CLI's ``--tracking-uri``) replaces every trial's ``tracking.uri``;
+    ``experiment`` (under ``mlflow run``: the experiment of its run) the sweep's ``experiment``.
     """
     file = Path(path)
     raw = read_yaml(file)
@@ -151,6 +153,8 @@ def load_sweep(path: str | os.PathLike, *, tracking_uri: str | None = None, reso
         spec = SweepFile.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"sweep {file}: {_sweep_error(err)}") from None
+    if experiment:
+        spec = spec.model_copy(update={"experiment": experiment})
     base = _base_config(file, spec)
     if tracking_uri:
         set_dotted(base, "tracking.uri", tracking_uri)

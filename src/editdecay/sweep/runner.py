@@ -267,6 +267,7 @@ def _connect(address: str | None, timeout: float) -> bool:
         return False
     if address and address != "auto":
         _probe(address, timeout)
+        _check_auth(address)
     # Trials' own output goes to their logs: the terminal shows our progress lines and Tune's table.
     previous = signal.getsignal(signal.SIGTERM)
     ray.init(address=address or None, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -289,6 +290,38 @@ def _probe(address: str, timeout: float) -> None:
     except OSError as err:
         raise EditDecayError(f"Ray cluster at {address} does not answer ({err.strerror or err}) within {timeout:.0f} s; "
                              "check --address / RAY_ADDRESS, or leave both unset to run locally") from None
+
+
+def _check_auth(address: str) -> None:
+    """A cluster with token authentication refuses a node or driver whose token differs (Ray 2.60 turns
+    it on whenever ``~/.ray/auth_token`` exists); ``ray.init`` then retries for about a minute and ends
+    in a traceback. One GCS request with the token ``ray.init`` would use tells within a second."""
+    if "://" in address and not address.startswith("ray-gcs://"):
+        return  # ray:// (Ray Client) goes through its own server
+    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)  # what ray.init does first
+    try:
+        GcsClient(address=address.removeprefix("ray-gcs://"))
+    except AuthenticationError:
+        raise EditDecayError(f"Ray cluster at {address} refused this machine's auth token ({_token_source()}); "
+                             "fix: copy the head's ~/.ray/auth_token here (or export RAY_AUTH_TOKEN=<the head's token>), "
+                             "or start every node and this driver with RAY_AUTH_MODE=disabled on a private network") from None
+    except Exception:  # anything else: ray.init reports it as it always has
+        return
+
+
+def _token_source() -> str:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "from RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return f"from RAY_AUTH_TOKEN_PATH={os.environ['RAY_AUTH_TOKEN_PATH']}"
+    token = Path.home() / ".ray" / "auth_token"
+    if token.is_file():
+        return f"from {token}"
+    return f"none: no {token}, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
 
 
 def _check_capacity(sweep: Sweep, autoscaler: dict[str, Any] | None, out) -> None:
@@ -350,33 +383,71 @@ def _trial_name(trial) -> str:
     return str(trial.config["trial_id"])
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
 class ProgressLines(tune.Callback):
     """One line per trial event (start, retry, finish, failure): readable in a log file and over ssh.
+    Finish and failure lines end with the sweep's progress: trials ended, time elapsed, and the time
+    left estimated from the rate so far (ended trials per wall-clock second, so concurrency counts);
+    while nothing ends, a status line every ``every`` seconds says what is running.
     Writes to whatever ``sys.stdout`` is at the time: Tune pickles its callbacks with the run config."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.start = total, 0, time.monotonic()
+    def __init__(self, total: int, every: float = 300.0) -> None:
+        self.total, self.every = total, every
+        self.setup()
+
+    def setup(self, **info):
+        """Start of a run, also of a resumed one (Tune restores this callback pickled, clock and all)."""
+        self.done, self.ended_before, self.start = 0, None, time.monotonic()
+        self.last = self.start
 
     def _line(self, text: str) -> None:
-        print(f"  [{time.monotonic() - self.start:6.0f} s] {text}", file=sys.stdout, flush=True)
+        self.last = time.monotonic()
+        print(f"  [{self.last - self.start:6.0f} s] {text}", file=sys.stdout, flush=True)
+
+    def _seen(self, trials) -> None:
+        if self.ended_before is None:  # a resumed sweep: trials its saved state already had ended
+            self.ended_before = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+
+    def progress(self) -> str:
+        """``ended/total, elapsed, ~left``: the rate is this driver's (ended here / its elapsed time)."""
+        elapsed = time.monotonic() - self.start
+        ended = (self.ended_before or 0) + self.done
+        text = f"{ended}/{self.total} ended, {_duration(elapsed)} elapsed"
+        if self.done and ended < self.total:
+            text += f", ~{_duration(elapsed / self.done * (self.total - ended))} left"
+        return text
+
+    def on_step_end(self, iteration, trials, **info):
+        self._seen(trials)
+        if time.monotonic() - self.last >= self.every:
+            running = [t.config["trial_id"] for t in trials if t.status == "RUNNING"]
+            self._line(f"running {', '.join(running[:6]) or '-'}{' ...' if len(running) > 6 else ''}  ({self.progress()})")
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._seen(trials)
         self._line(f"start   {trial.config['trial_id']}")
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._line(f"retry   {trial.config['trial_id']} (attempt failed; retrying)")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._seen(trials)
         self.done += 1
         r = trial.last_result or {}
         efr = r.get("survival.efr", float("nan"))
         efr_text = "-" if math.isnan(efr) else f"{efr:.3f}"  # no fine-tuning, or no edit succeeded
-        self._line(f"done    {trial.config['trial_id']}  efr {efr_text}  run {r.get('run_id', '?')}  "
-                   f"({self.done}/{self.total})")
+        self._line(f"done    {trial.config['trial_id']}  efr {efr_text}  run {r.get('run_id', '?')}  ({self.progress()})")
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._seen(trials)
         self.done += 1
-        self._line(f"FAILED  {trial.config['trial_id']}  ({self.done}/{self.total})")
+        self._line(f"FAILED  {trial.config['trial_id']}  ({self.progress()})")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -15,12 +15,15 @@ KNOWN_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "http
 
 
 def resolve_tracking_uri(uri: str | None = None, cwd: Path | None = None) -> str:
-    """``uri``, else ``MLFLOW_TRACKING_URI``, else the embedded ``sqlite:///<cwd>/mlflow.db``."""
+    """``uri``, else ``MLFLOW_TRACKING_URI``, else the embedded ``sqlite:///<cwd>/mlflow.db`` (under
+    ``EDITDECAY_HOME`` or a Ray job: in the lasting state dir, ``editdecay.paths``)."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         check_tracking_uri(uri, "tracking URI" if uri != os.environ.get("MLFLOW_TRACKING_URI") else "MLFLOW_TRACKING_URI")
         return uri
-    return f"sqlite:///{(cwd or Path.cwd()) / 'mlflow.db'}"
+    from editdecay.paths import default_store_dir
+
+    return f"sqlite:///{default_store_dir(cwd) / 'mlflow.db'}"
 
 
 class TrackingURIError(ConfigError, ValueError):

@@ -93,7 +93,13 @@ def get_experiment_id(client: MlflowClient, name: str) -> str:
                             f"--experiment-id {exp.experiment_id}) or choose another experiment name")
     if "mlflow.experimentKind" not in exp.tags:  # made by `mlflow run` or an older editdecay
         client.set_experiment_tag(exp.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
-        client.set_experiment_tag(exp.experiment_id, *compare_view_tag(int(time.time() * 1000)))
+    view_key, view_value = compare_view_tag(int(time.time() * 1000))
+    try:
+        current = json.loads(exp.tags.get(view_key, "{}")).get("state")
+    except ValueError:
+        current = None
+    if current != json.loads(view_value)["state"]:  # missing, or the view of an older editdecay
+        client.set_experiment_tag(exp.experiment_id, view_key, view_value)
     return exp.experiment_id
 
 
@@ -420,3 +426,55 @@ def reopened_run(run_id: str, tracking_uri: str) -> Iterator[Tracker]:
     tracker = Tracker(client, run_id, run.info.experiment_id)
     with _ended_as_it_went(tracker):
         yield tracker
+
+
+# ------------------------------------------------------------------------------------------------
+# `mlflow run`: one command, one run. The project run (MLFLOW_RUN_ID) is made before our command
+# starts, in the experiment `mlflow run` chose (--experiment-name, else Default); runs cannot move
+# between experiments, so under `mlflow run` that experiment is the one we log to.
+
+
+def project_run_experiment(tracking_uri: str) -> str | None:
+    """Under ``mlflow run``: the name of the experiment holding its run, if that run is in this store."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return None
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        return client.get_experiment(client.get_run(run_id).info.experiment_id).name
+    except MlflowException:
+        return None  # a run id from another store
+
+
+def log_report(tracking_uri: str, out_dir: str | os.PathLike, *, experiment: str, source: str,
+               sweep_id: str | None, parent_run_id: str | None, by_sweep: bool) -> list[str]:
+    """Log a report's files as ``report/`` artifacts; returns the run ids they went to.
+
+    ``by_sweep`` (``report --sweep``): the sweep's parent run, its own report. Under ``mlflow run``
+    the project run as well (it is the report command's run; nothing else would fill it). Otherwise
+    (``report --experiment``): a run of its own in that experiment, never a sweep's parent run, whose
+    artifacts are that sweep's."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    tags = {"editdecay.kind": "report", "editdecay.report.source": source, **({"editdecay.sweep": sweep_id} if sweep_id else {})}
+    targets: list[str] = []
+    if by_sweep and parent_run_id:
+        client.log_artifacts(parent_run_id, str(out_dir), "report")  # it may have ended: artifacts can still be added
+        targets.append(parent_run_id)
+    project = os.environ.pop("MLFLOW_RUN_ID", None)
+    if project and project not in targets:
+        try:
+            client.get_run(project)
+        except MlflowException:
+            project = None
+    if project and project not in targets:
+        client.update_run(project, name="report")
+        client.log_batch(project, tags=[RunTag(k, v) for k, v in {**environment_tags(), **tags}.items()
+                                        if not k.startswith("mlflow.source")])
+        client.log_artifacts(project, str(out_dir), "report")  # `mlflow run` ends it
+        targets.append(project)
+    elif not targets:
+        with tracked_run(experiment, "report", tags={**tags, "mlflow.note.content": f"editdecay report of {source}"},
+                         tracking_uri=tracking_uri) as run:
+            run.log_artifact(out_dir, "report")
+            targets.append(run.run_id)
+    return targets
