@@ -107,12 +107,12 @@ def test_mcnemar_and_combined_test_match_statsmodels_and_scipy():
     assert combined_discordant_test([(9, 2), (5, 1)]) == pytest.approx(binomtest(14, 17, 0.5).pvalue)
     test = paired_test({0: (a, b), 1: (a, b)})
     assert test.a_only == 18 and test.b_only == 4
-    assert test.p_value == pytest.approx(binomtest(18, 22, 0.5).pvalue)
-    assert test.effect.mean == pytest.approx((9 - 2) / 40)
+    assert test.p_within == pytest.approx(binomtest(18, 22, 0.5).pvalue)  # the within-run (edit-level) test
+    assert test.run.effect == pytest.approx((9 - 2) / 40)  # the run-level effect: both seeds say 7/40
     assert test.p_per_seed == {"0": pytest.approx(ref), "1": pytest.approx(ref)}
     # Distinct edits in each seed: the same pooled test.
     ids = {0: [f"x{i}" for i in range(40)], 1: [f"y{i}" for i in range(40)]}
-    assert paired_test({0: (a, b), 1: (a, b)}, ids).p_value == pytest.approx(binomtest(18, 22, 0.5).pvalue)
+    assert paired_test({0: (a, b), 1: (a, b)}, ids).p_within == pytest.approx(binomtest(18, 22, 0.5).pvalue)
 
 
 def test_edits_repeated_across_seeds_count_once():
@@ -120,11 +120,12 @@ def test_edits_repeated_across_seeds_count_once():
     b = [0] * 9 + [1] * 2 + [1] * 10 + [0] * 19
     same = {0: list(range(40)), 1: list(range(40))}
     test = paired_test({0: (a, b), 1: (a, b)}, same)
-    # The same 40 edits twice are 40 observations: 9 favour A, 2 favour B (not 18 and 4).
-    assert test.p_value == pytest.approx(binomtest(9, 11, 0.5).pvalue)
-    assert test.a_only == 18 and test.effect.mean == pytest.approx(7 / 40)
+    # The same 40 edits twice are 40 observations: 9 favour A, 2 favour B (not 18 and 4), and those
+    # are the counts reported beside the test.
+    assert test.p_within == pytest.approx(binomtest(9, 11, 0.5).pvalue)
+    assert (test.a_only, test.b_only) == (9, 2) and test.run.effect == pytest.approx(7 / 40)
     pooled = paired_test({0: (a, b), 1: (a, b)})
-    assert test.effect.high - test.effect.low > pooled.effect.high - pooled.effect.low  # wider: fewer units
+    assert test.run.high - test.run.low > pooled.run.high - pooled.run.low  # wider: the edits' own variance added
     # An edit that flips one way in one seed and the other way in the next has mean 0: it drops out.
     assert edit_sign_test({0: [1, 1], 1: [-1, 1]}, {0: ["e", "f"], 1: ["e", "f"]}) == pytest.approx(
         binomtest(1, 1, 0.5).pvalue)

@@ -279,12 +279,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if outcome.n_failed or outcome.n_not_run else 0
 
 
+def parse_margin(text: str | None) -> float | None:
+    """``--margin``: an equivalence margin as a difference in rate, 0 < m < 1; '' or absent: none."""
+    from editdecay.report.build import check_margin
+    from editdecay.tracking.read import ReportInputError
+
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ReportInputError(f"--margin must be a number between 0 and 1 (a difference in rate, e.g. 0.05); "
+                               f"got '{text}'") from None
+    return check_margin(value)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Tables, paired tests, plots and report.html for a sweep (or filtered runs), from MLflow only."""
     from editdecay.report import write_report
     from editdecay.tracking.read import ReportInputError, read_experiment, read_sweep
 
     sweep, experiment = args.sweep or None, args.experiment or None  # MLproject passes '' for "not given"
+    margin = parse_margin(args.margin)  # before reading MLflow: a bad margin fails fast
     if not sweep and not experiment:
         raise ReportInputError("give --sweep ID (or a sweep storage dir such as sweep-results/smoke) or --experiment NAME")
     if sweep and args.filter:
@@ -294,9 +310,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         runs = read_sweep(sweep, tracking_uri=args.tracking_uri or None, experiment=experiment)
     else:
         runs = read_experiment(experiment, args.filter or "", tracking_uri=args.tracking_uri or None)
-    result = write_report(runs, args.out, log_to_parent=not args.no_log)
+    result = write_report(runs, args.out, log_to_parent=not args.no_log, margin=margin)
     print(f"editdecay report: {runs.description}: {result.n_usable} of {result.n_runs} runs used, "
           f"{len(result.missing)} trial(s) missing, {result.seconds:.1f} s")
+    for line in result.warnings:
+        print(f"  {line}")
     for m in result.missing:
         print(f"  missing  {m['trial_id']}: {m['status']}" + (f" ({m['reason']})" if m.get("reason") else ""))
     if result.logged_to:
@@ -408,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory (written whole)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
     p.add_argument("--no-log", action="store_true", help="do not log the files to the sweep's parent run")
+    p.add_argument("--margin", default=None,
+                   help="equivalence margin for 'no difference' rows, a difference in rate (e.g. 0.05): adds a TOST")
     p.set_defaults(func=cmd_report)
     p = add("data", cmd_data, "load the configured edit dataset and summarise it")
     p.add_argument("--show", type=int, default=2, help="records to print")
