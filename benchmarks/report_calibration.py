@@ -20,6 +20,7 @@ column).
 
     .venv/bin/python benchmarks/report_calibration.py              # 1,000 sweeps per condition
     .venv/bin/python benchmarks/report_calibration.py --sweeps 200 --seeds 5
+    .venv/bin/python benchmarks/report_calibration.py --shared     # only the same-edits-in-every-seed design
 """
 
 from __future__ import annotations
@@ -100,13 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweeps", type=int, default=1000, help="simulated sweeps per condition (default 1000)")
     ap.add_argument("--seeds", type=int, nargs="*", help="only these seed counts")
     ap.add_argument("--edits", type=int, default=50, help="edits per seed (default 50)")
+    ap.add_argument("--shared", action="store_true", help="only the conditions with the same edits in every seed")
     args = ap.parse_args(argv)
     print(f"{args.sweeps} simulated sweeps per condition; base flip rate {BASE_RATE}, edit SD {EDIT_SD}, "
           f"seed shift SD {SEED_SHIFT_SD} (logit); test at {ALPHA:.0%}")
     print(f"{'seeds':>5} {'edits':>5} {'shared':>6} {'sd_run':>6} {'delta':>5} {'true RD':>8} "
           f"{'reject':>7} {'CI cover':>8} {'old edit-level reject':>22} {'s':>5}")
     for c in CONDITIONS:
-        if args.seeds and c.n_seeds not in args.seeds:
+        if args.seeds and c.n_seeds not in args.seeds or args.shared and not c.shared:
             continue
         c = Condition(c.n_seeds, args.edits, c.sd_run, c.delta, c.shared)
         start = time.perf_counter()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import binomtest, chi2
@@ -186,6 +186,28 @@ def shares_units(edit_ids: Mapping[object, Sequence[object]] | None) -> bool:
     return sum(len(set(v)) for v in edit_ids.values()) > len({e for v in edit_ids.values() for e in v})
 
 
+
+def shared_unit_variance(diffs: Mapping[object, Sequence[float]], unit_ids: Mapping[object, Sequence[object]]) -> float:
+    """Variance that units (edits, test rows) measured in several seeds add to the mean of per-seed
+    means beyond what the within-seed variances already hold: a unit's own effect b_e enters with
+    weight w_e = Σ_{seeds s holding e} 1/(S n_s), so it adds σ_b² Σ_e (w_e² − Σ_s (1/(S n_s))²); 0 when
+    every unit is in one seed, about σ_b² (S − 1)/(S n) when all recur. σ_b² is estimated by the
+    variance of the units' mean differences (conservative: it still holds some within-seed noise)."""
+    seeds = [s for s in diffs if len(unit_ids[s])]
+    k = len(seeds)
+    weight: dict[object, float] = {}
+    own: dict[object, float] = {}
+    for s in seeds:
+        share = 1.0 / (k * len(unit_ids[s]))
+        for unit in unit_ids[s]:
+            weight[unit] = weight.get(unit, 0.0) + share
+            own[unit] = own.get(unit, 0.0) + share**2
+    factor = sum(weight[u] ** 2 - own[u] for u in weight)
+    means = _edit_means({s: diffs[s] for s in seeds}, unit_ids)
+    if factor <= 1e-15 or means.size < 2:
+        return 0.0
+    return float(means.var(ddof=1) * factor)
+
 # ------------------------------------------------------------------------------------------------
 # The run (seed) as the unit: per-seed effects combined by a random-effects model
 
@@ -197,9 +219,10 @@ RUN_LEVEL_NOTE = ("Deciding test (claims about methods): the fine-tuning run (se
                   "combine_effects, Paule–Mandel τ²) with the Hartung–Knapp–Sidik–Jonkman standard error, "
                   "never below the ordinary random-effects one (the modified Knapp–Hartung rule), and a t "
                   "distribution with S − 1 df: that one statistic gives the effect, its 95% CI and p. Where "
-                  "the same edits or test rows recur in every seed, their own sampling variance (the variance "
-                  "of each unit's mean difference over seeds, / number of units) is added, because it does not "
-                  "shrink with more seeds. Heterogeneity: τ², I², Cochran's Q (χ², S − 1 df); 'agree' = seeds "
+                  "edits or test rows recur in several seeds, the variance their own effects add is added "
+                  "(common to those seeds, the seeds' spread misses it, and it does not shrink with more "
+                  "seeds): σ²_unit · Σ_e (w_e² − Σ_s w_es²), w_es = 1/(S n_s), σ²_unit the variance of the units' "
+                  "mean differences. Heterogeneity: τ², I², Cochran's Q (χ², S − 1 df); 'agree' = seeds "
                   "whose own effect has the combined effect's sign. Holm correction over every comparison of "
                   "the report on this p. A finding is called only at Holm p < 0.05, which also puts its CI "
                   "off 0")
@@ -262,15 +285,15 @@ class RunLevel:
         return float(max(lower, upper))
 
 
-def run_level(effects: Sequence[float], variances: Sequence[float], unit_means: Sequence[float] | None = None,
+def run_level(effects: Sequence[float], variances: Sequence[float], shared_variance: float = 0.0,
               confidence: float = CONFIDENCE) -> RunLevel:
     """Random-effects combination of per-seed ``effects`` (within-seed ``variances``), HKSJ t with
-    S − 1 df. ``unit_means``: when the units recur in every seed, each unit's mean difference over
-    seeds; their sampling variance is added (it is common to all seeds, so the seeds' spread misses it)."""
+    S − 1 df. ``shared_variance``: what units measured in several seeds add to the combined effect's
+    variance (:func:`shared_unit_variance`; common to those seeds, so their spread misses it)."""
     eff = np.asarray(effects, dtype=float)
     var = np.asarray(variances, dtype=float)
     k = eff.size
-    shared = unit_means is not None
+    shared = shared_variance > 0
     nan = math.nan
     if k < 2:
         return RunLevel(float(eff[0]) if k else nan, nan, nan, nan, 0, nan, nan, nan, nan, nan, tuple(eff.tolist()), shared)
@@ -279,9 +302,7 @@ def run_level(effects: Sequence[float], variances: Sequence[float], unit_means: 
         res = combine_effects(eff, var, method_re="iterated", use_t=True)
     effect = float(res.mean_effect_re)
     se2 = max(float(res.var_hksj_re), float(res.var_eff_w_re))
-    if shared and len(unit_means):
-        units = np.asarray(unit_means, dtype=float)
-        se2 += float(units.var(ddof=1) / units.size) if units.size > 1 else 0.0
+    se2 += shared_variance
     se = math.sqrt(se2)
     df = k - 1
     crit = float(t_dist.ppf(0.5 + confidence / 2, df))
@@ -351,7 +372,8 @@ def paired_test(pairs: Mapping[object, tuple[Sequence[int], Sequence[int]]],
     if shares_units(ids):
         means = _edit_means(diffs, ids)
         a_only, b_only = int(np.sum(means > 0)), int(np.sum(means < 0))
-        run, p_within = run_level(effects, variances, unit_means=means), edit_sign_test(diffs, ids)
+        run = run_level(effects, variances, shared_unit_variance(diffs, ids))
+        p_within = edit_sign_test(diffs, ids)
     else:
         a_only, b_only = sum(x for x, _ in discordant), sum(y for _, y in discordant)
         run, p_within = run_level(effects, variances), combined_discordant_test(discordant)
@@ -390,18 +412,10 @@ def two_sample_test(groups_a: Mapping[object, Sequence[float]], groups_b: Mappin
         rates_a.append(a.mean())
         rates_b.append(b.mean())
         diffs_a[seed], diffs_b[seed] = a, b
-    extra = []
-    for diffs, ids in ((diffs_a, ids_a), (diffs_b, ids_b)):
-        sub = {s: list(ids[s]) for s in diffs} if ids is not None else None
-        if shares_units(sub):
-            means = _edit_means(diffs, sub)
-            extra.append(means.var(ddof=1) / means.size if means.size > 1 else 0.0)
-    run = run_level(effects, variances, unit_means=[] if extra else None)
-    if extra and run.df >= 1:
-        se = math.sqrt(run.se**2 + sum(extra))
-        crit = float(t_dist.ppf(0.5 + CONFIDENCE / 2, run.df))
-        p = float(2 * t_dist.sf(abs(run.effect) / se, run.df)) if se > 0 else float(run.effect == 0)
-        run = replace(run, se=se, low=run.effect - crit * se, high=run.effect + crit * se, p_value=p)
+    # The two sides are independent: the variances their recurring items add, add up.
+    shared = sum(shared_unit_variance(diffs, {s: list(ids[s]) for s in diffs})
+                 for diffs, ids in ((diffs_a, ids_a), (diffs_b, ids_b)) if ids is not None and diffs)
+    run = run_level(effects, variances, shared)
     return PairedTest(run, float(np.mean(rates_a)) if rates_a else math.nan,
                       float(np.mean(rates_b)) if rates_b else math.nan, tuple(sizes), 0, 0, math.nan, {})
 
