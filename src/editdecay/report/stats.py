@@ -343,8 +343,9 @@ class PairedTest:
     p_per_seed: dict[str, float]
 
     def n_label(self) -> str:
-        sizes = set(self.n_per_seed)
-        return f"{len(self.n_per_seed)}×{sizes.pop()}" if len(sizes) == 1 else f"{len(self.n_per_seed)} seeds, {sum(self.n_per_seed)}"
+        """``3×50``, or ``3×45–50`` when the seeds hold different numbers of units."""
+        low, high = min(self.n_per_seed, default=0), max(self.n_per_seed, default=0)
+        return f"{len(self.n_per_seed)}×{low}" if low == high else f"{len(self.n_per_seed)}×{low}–{high}"
 
 
 def paired_test(pairs: Mapping[object, tuple[Sequence[int], Sequence[int]]],
