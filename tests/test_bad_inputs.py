@@ -139,6 +139,23 @@ def test_trial_bad_values_fail_fast_without_a_run(overrides, message, store, tmp
     assert time.perf_counter() - start < 20  # not after loading a model (was 80-94 s); generous for a busy CI
 
 
+@pytest.mark.parametrize("margin, message", [
+    ("abc", "--margin must be a number between 0 and 1"),
+    ("0", "--margin must be a difference in rate between 0 and 1 (exclusive)"),
+    ("-0.05", "--margin must be a difference in rate between 0 and 1 (exclusive)"),
+    ("1", "--margin must be a difference in rate between 0 and 1 (exclusive)"),
+    ("5", "--margin must be a difference in rate between 0 and 1 (exclusive)"),  # a percentage, not a rate
+    ("nan", "--margin must be a difference in rate between 0 and 1 (exclusive)"),
+    ("inf", "--margin must be a difference in rate between 0 and 1 (exclusive)"),
+])
+def test_report_bad_margin_fails_before_reading_mlflow(margin, message, store, tmp_path, capsys):
+    out = tmp_path / "report"
+    code, lines, _ = run_cli(capsys, "report", "--sweep", "smoke-12345678", "--out", str(out), "--tracking-uri", store,
+                             "--margin", margin)
+    assert_one_line(code, lines, 2, message)
+    assert not out.exists() and runs_of(store) == []  # nothing written, the store not even created
+
+
 def test_cache_dir_under_a_file(tmp_path, store, capsys):
     (tmp_path / "file").write_text("x")
     code, lines, _ = run_cli(capsys, "trial", TINY, f"cache_dir={tmp_path / 'file' / 'cache'}", f"tracking.uri={store}")

@@ -107,12 +107,12 @@ def test_mcnemar_and_combined_test_match_statsmodels_and_scipy():
     assert combined_discordant_test([(9, 2), (5, 1)]) == pytest.approx(binomtest(14, 17, 0.5).pvalue)
     test = paired_test({0: (a, b), 1: (a, b)})
     assert test.a_only == 18 and test.b_only == 4
-    assert test.p_value == pytest.approx(binomtest(18, 22, 0.5).pvalue)
-    assert test.effect.mean == pytest.approx((9 - 2) / 40)
+    assert test.p_within == pytest.approx(binomtest(18, 22, 0.5).pvalue)  # the within-run (edit-level) test
+    assert test.run.effect == pytest.approx((9 - 2) / 40)  # the run-level effect: both seeds say 7/40
     assert test.p_per_seed == {"0": pytest.approx(ref), "1": pytest.approx(ref)}
     # Distinct edits in each seed: the same pooled test.
     ids = {0: [f"x{i}" for i in range(40)], 1: [f"y{i}" for i in range(40)]}
-    assert paired_test({0: (a, b), 1: (a, b)}, ids).p_value == pytest.approx(binomtest(18, 22, 0.5).pvalue)
+    assert paired_test({0: (a, b), 1: (a, b)}, ids).p_within == pytest.approx(binomtest(18, 22, 0.5).pvalue)
 
 
 def test_edits_repeated_across_seeds_count_once():
@@ -120,11 +120,12 @@ def test_edits_repeated_across_seeds_count_once():
     b = [0] * 9 + [1] * 2 + [1] * 10 + [0] * 19
     same = {0: list(range(40)), 1: list(range(40))}
     test = paired_test({0: (a, b), 1: (a, b)}, same)
-    # The same 40 edits twice are 40 observations: 9 favour A, 2 favour B (not 18 and 4).
-    assert test.p_value == pytest.approx(binomtest(9, 11, 0.5).pvalue)
-    assert test.a_only == 18 and test.effect.mean == pytest.approx(7 / 40)
+    # The same 40 edits twice are 40 observations: 9 favour A, 2 favour B (not 18 and 4), and those
+    # are the counts reported beside the test.
+    assert test.p_within == pytest.approx(binomtest(9, 11, 0.5).pvalue)
+    assert (test.a_only, test.b_only) == (9, 2) and test.run.effect == pytest.approx(7 / 40)
     pooled = paired_test({0: (a, b), 1: (a, b)})
-    assert test.effect.high - test.effect.low > pooled.effect.high - pooled.effect.low  # wider: fewer units
+    assert test.run.high - test.run.low > pooled.run.high - pooled.run.low  # wider: the edits' own variance added
     # An edit that flips one way in one seed and the other way in the next has mean 0: it drops out.
     assert edit_sign_test({0: [1, 1], 1: [-1, 1]}, {0: ["e", "f"], 1: ["e", "f"]}) == pytest.approx(
         binomtest(1, 1, 0.5).pvalue)
@@ -203,17 +204,25 @@ def test_paired_layer_comparison_is_exact_mcnemar_per_seed_on_the_same_edits(tin
         if x + y:
             table = [[int((fa & fb).sum()), x], [y, int((~fa & ~fb).sum())]]
             per_seed[str(seed)] = mcnemar(table, exact=True).pvalue
-    assert (row["a_only"], row["b_only"]) == tuple(map(sum, zip(*discordant)))
-    # Both seeds edit the same records (tiny.yaml: edit.selection first): each edit counts once, with
-    # its flip difference averaged over the seeds (a sign test over edits).
+    # Both seeds edit the same records (tiny.yaml: edit.selection first): within these runs each edit
+    # counts once, with its flip difference averaged over the seeds (a sign test over edits), and
+    # a_only / b_only are that test's counts.
     per_edit = pd.concat(differences).groupby(level=0).mean()
     positive, negative = int((per_edit > 0).sum()), int((per_edit < 0).sum())
+    assert (row["a_only"], row["b_only"]) == (positive, negative)
     expected_p = binomtest(positive, positive + negative, 0.5).pvalue if positive + negative else 1.0
-    assert row["p_value"] == pytest.approx(expected_p)
+    assert row["p_within"] == pytest.approx(expected_p)
     for seed, p in per_seed.items():
         assert json.loads(row["p_per_seed"])[seed] == pytest.approx(p)
+    # The deciding statistic: per-seed risk differences, combined over the 2 seeds (t with 1 df).
+    seed_effects = [float(d.mean()) for d in differences]
+    assert json.loads(row["seed_effects"]) == pytest.approx(seed_effects, abs=1e-4)
+    assert row["df"] == 1 and min(seed_effects) - 1e-9 <= row["effect"] <= max(seed_effects) + 1e-9
+    assert row["ci_low"] <= row["effect"] <= row["ci_high"]
     tested = comp[comp["p_value"].notna()]
     assert list(tested["p_holm"]) == pytest.approx(list(multipletests(tested["p_value"], method="holm")[1]))
+    within = comp[comp["p_within"].notna()]
+    assert list(within["p_within_holm"]) == pytest.approx(list(multipletests(within["p_within"], method="holm")[1]))
     # MEMIT vs AlphaEdit: compared on the same records, in every layer selection of the grid
     assert set(comp[comp["comparison"] == "editor"]["layers"]) == {"edited", "non_edited"}
 
@@ -225,7 +234,7 @@ def test_edits_vs_native_table_recomputes_from_the_runs(tiny_sweep, report):
     runs = client.search_runs([exp.experiment_id], f"tags.`editdecay.sweep` = '{tiny_sweep['state']['sweep_id']}' "
                               "and params.`edit.method` = 'memit' and params.`finetune.method` = 'lora' "
                               "and params.`finetune.layers` = 'edited'")
-    retained, survived = {}, {}
+    retained, retained_base, survived = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for r in runs:
             if r.info.status != "FINISHED":
@@ -233,25 +242,33 @@ def test_edits_vs_native_table_recomputes_from_the_runs(tiny_sweep, report):
             seed = int(r.data.params["seed"])
             native = pd.read_csv(client.download_artifacts(r.info.run_id, "results/native_facts.csv", f"{tmp}/{seed}"))
             known = native[native["known_base"]]
-            retained[seed] = known["known_ft"].mean()
-            assert retained[seed] == pytest.approx(r.data.metrics["native.retention"])  # the trial's own metric
+            retained_base[seed] = known["known_ft"].mean()
+            assert retained_base[seed] == pytest.approx(r.data.metrics["native.retention"])  # the trial's own metric
+            retained[seed] = native[native["known_edit"]]["known_ft"].mean()  # the edits' conditioning
             survived[seed] = 1 - r.data.metrics["survival.efr"]
     rows = report["tables"][(report["tables"]["table"] == "edits_vs_native") & (report["tables"]["editor"] == "memit")]
     cell = lambda column: rows[rows["column"] == column].iloc[0]  # noqa: E731
-    assert cell("native retained · lora/edited")["mean"] == pytest.approx(np.mean(list(retained.values())))
+    assert cell("native retained (known by base) · lora/edited")["mean"] == pytest.approx(np.mean(list(retained_base.values())))
+    assert cell("native retained (known after editing) · lora/edited")["mean"] == pytest.approx(np.mean(list(retained.values())))
     assert cell("edits survive · lora/edited")["mean"] == pytest.approx(np.mean(list(survived.values())))
-    diff = cell("edits − native · lora/edited")
-    assert diff["mean"] == pytest.approx(np.mean([survived[s] - retained[s] for s in survived]))
+    diff = cell("edits − native (after editing) · lora/edited")
+    differences = [survived[s] - retained[s] for s in survived]  # combined over seeds by the random-effects model
+    assert min(differences) - 1e-9 <= diff["mean"] <= max(differences) + 1e-9
     assert diff["ci_low"] <= diff["mean"] <= diff["ci_high"]
+    comp = report["comparisons"]
+    native_row = comp[(comp["kind"] == "native") & (comp["editor"] == "memit") & (comp["layers"] == "edited")].iloc[0]
+    assert native_row["effect"] == pytest.approx(diff["mean"]) and native_row["p_holm"] >= native_row["p_value"]
 
 
 @pytest.mark.slow
 def test_findings_quote_the_comparison_numbers(report):
     found = report["summary"]["findings"]
     comp = report["comparisons"]
-    assert len(found) == comp["p_value"].notna().sum() > 0
+    assert len(found) == comp["effect"].notna().sum() > 0
     for f in found:
-        assert "Holm-adjusted" in f["text"] and "2 seeds ×" in f["text"] and "edits" in f["text"]
+        assert "Holm-adjusted" in f["text"] and "2 seeds ×" in f["text"] and "t with 1 df" in f["text"]
+    # Two seeds: the header says method-level claims are weak and what the design can reach at best.
+    assert any("2 seeds: method-level claims are weak" in w and "p = 0.5" in w for w in report["summary"]["warnings"])
     text = (report["out"] / "findings.md").read_text()
     assert all(f["text"] in text for f in found)
 

@@ -427,12 +427,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if outcome.n_failed or outcome.n_not_run else 0
 
 
+def parse_margin(text: str | None) -> float | None:
+    """``--margin``: an equivalence margin as a difference in rate, 0 < m < 1; '' or absent: none."""
+    from editdecay.report.build import check_margin
+    from editdecay.tracking.read import ReportInputError
+
+    if text is None or str(text).strip() == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ReportInputError(f"--margin must be a number between 0 and 1 (a difference in rate, e.g. 0.05); "
+                               f"got '{text}'") from None
+    return check_margin(value)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Tables, paired tests, plots and report.html for a sweep (or filtered runs), from MLflow only."""
     from editdecay.report import write_report
     from editdecay.tracking.read import ReportInputError, read_experiment, read_sweep
 
     sweep, experiment = args.sweep or None, args.experiment or None  # MLproject passes '' for "not given"
+    margin = parse_margin(args.margin)  # before reading MLflow: a bad margin fails fast
     if not sweep and not experiment:
         raise ReportInputError("give --sweep ID (or a sweep storage dir such as sweep-results/smoke) or --experiment NAME")
     if sweep and args.filter:
@@ -447,9 +463,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from editdecay.report.data import select_runs
 
     select_runs(runs, group_by)  # different configs are never pooled; duplicates are set aside
-    result = write_report(runs, args.out, log_to_parent=not args.no_log)
+    result = write_report(runs, args.out, log_to_parent=not args.no_log, margin=margin)
     print(f"editdecay report: {runs.description}: {result.n_usable} of {result.n_runs} runs used, "
           f"{len(result.missing)} trial(s) missing, {result.seconds:.1f} s")
+    for line in result.warnings:
+        print(f"  {line}")
     for m in result.missing:
         print(f"  missing  {m['trial_id']}: {m['status']}" + (f" ({m['reason']})" if m.get("reason") else ""))
     for t in runs.trials:  # every run read but not used: FAILED, KILLED, duplicates, unreadable results
@@ -580,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs whose configs differ beyond the table's settings and seed are refused, not pooled; "
                         "'config' makes each config its own row group, or name the config keys that tell them "
                         "apart (e.g. finetune.lr,finetune.max_steps)")
+    p.add_argument("--margin", default=None,
+                   help="equivalence margin for 'no difference' rows, a difference in rate (e.g. 0.05): adds a TOST")
     p.set_defaults(func=cmd_report)
     p = add("data", cmd_data, "load the configured edit dataset and summarise it")
     p.add_argument("--show", type=_int_in(0), default=2, help="records to print")

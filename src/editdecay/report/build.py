@@ -17,11 +17,13 @@ from editdecay.io import atomic_directory
 from editdecay.report import comparisons as _comparisons  # noqa: F401  (registers the comparisons)
 from editdecay.report import plots as _plots
 from editdecay.report import tables as _tables  # noqa: F401  (registers the tables)
-from editdecay.report.data import ROW_KEYS, SETTING_KEYS, ReportData, build_data
+from editdecay.report.data import ROW_KEYS, SETTING_KEYS, ReportData, build_data, dropped_warning
+from editdecay.report.findings import design_warning
 from editdecay.report.findings import findings as make_findings
 from editdecay.report.html import render
 from editdecay.report.registry import PLOTS, TABLES
-from editdecay.report.stats import BOOTSTRAP_NOTE, COMBINED_TEST_NOTE
+from editdecay.report.stats import (BOOTSTRAP_NOTE, DS_NOTE, POWER_NOTE, RATE_NOTE, RUN_LEVEL_NOTE, WITHIN_NOTE,
+                                    TOST_NOTE)
 from editdecay.tracking.read import SweepRuns
 
 FILES = ("tables.md", "tables.csv", "comparisons.csv", "summary.json", "findings.md", "report.html")
@@ -36,6 +38,7 @@ class ReportResult:
     missing: list[dict]
     logged_to: str | None
     seconds: float
+    warnings: list[str]  # one line each: duplicate runs dropped, too few seeds for claims about methods
 
 
 def _missing(data: ReportData, runs: SweepRuns) -> list[dict]:
@@ -62,25 +65,42 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_report(runs: SweepRuns, out_dir: str | Path, *, log_to_parent: bool = True) -> ReportResult:
+def check_margin(margin: float | None) -> float | None:
+    """The equivalence margin (a difference in rate, 0 < margin < 1), or None."""
+    from editdecay.tracking.read import ReportInputError
+
+    if margin is None:
+        return None
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and 0 < margin < 1):
+        raise ReportInputError(f"--margin must be a difference in rate between 0 and 1 (exclusive), e.g. 0.05; got {margin}")
+    return float(margin)
+
+
+def write_report(runs: SweepRuns, out_dir: str | Path, *, log_to_parent: bool = True,
+                 margin: float | None = None) -> ReportResult:
     start = time.perf_counter()
+    margin = check_margin(margin)
     data = build_data(runs)
     missing = _missing(data, runs)
+    comparisons = _comparisons.run_comparisons(data, margin)
+    data.comparisons = comparisons
     tables = [t for fn in TABLES.values() for t in fn(data)]
-    comparisons = _comparisons.run_comparisons(data)
     varying = data.varying(SETTING_KEYS)
-    found = make_findings(comparisons, varying)
+    found = make_findings(comparisons, varying, margin)
     usable = data.usable
     seeds = sorted(usable["seed"].unique().tolist(), key=str) if not usable.empty else []
+    n_tested = int(comparisons["p_value"].notna().sum())
+    warnings = [w for w in (dropped_warning(data.dropped or []), design_warning(len(seeds), n_tested)) if w]
     meta = {"source": runs.description, "experiment": runs.experiment, "tracking URI": _without_password(runs.tracking_uri),
             "parent run": runs.parent_run_id or "-", "runs read": len(runs.trials), "runs used": len(usable),
-            "seeds": ", ".join(map(str, seeds)) or "-",
+            "seeds": ", ".join(map(str, seeds)) or "-", "equivalence margin": f"±{margin:g}" if margin else "none",
             "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "editdecay": __version__}
-    notes = [BOOTSTRAP_NOTE + ".", "Paired tests: " + COMBINED_TEST_NOTE + ".",
-             "Effect = difference in flip rate (A − B) on the same edits, averaged over seeds; its CI is the same "
-             "bootstrap over the per-edit paired differences. Findings call a difference only at Holm-adjusted p < 0.05.",
+    notes = [RUN_LEVEL_NOTE + ".", WITHIN_NOTE + ".", POWER_NOTE + ".", TOST_NOTE + ".", RATE_NOTE + ".",
+             "ES/PS/NS cells: " + BOOTSTRAP_NOTE + ".", DS_NOTE + ".",
              "Success rule: an edit counts as successful when its ES is 1 (the trial's rule); EFR's denominator is the "
              "edits successful after editing.",
+             "One run per trial × seed: the latest finished run of the same settings and seed; duplicates are dropped "
+             "with a warning.",
              "Decay curves track the first tracking.curve_edits edits of each trial; their band is a Student-t 95% "
              "interval across seeds."]
     out_dir = Path(out_dir)
@@ -88,10 +108,12 @@ def write_report(runs: SweepRuns, out_dir: str | Path, *, log_to_parent: bool = 
         long = pd.concat([t.long for t in tables], ignore_index=True) if tables else pd.DataFrame()
         long.to_csv(tmp / "tables.csv", index=False)
         header = (f"# editdecay report: {runs.description}\n\nExperiment `{runs.experiment}`, {len(usable)} of "
-                  f"{len(runs.trials)} runs used, seeds {meta['seeds']}. Cells: mean [95% CI] (n = seeds × edits).\n")
+                  f"{len(runs.trials)} runs used, seeds {meta['seeds']}. Cells: mean [95% CI] (n = seeds × edits).\n"
+                  + "".join(f"\n> **{w}**\n" for w in warnings))
         (tmp / "tables.md").write_text(_markdown(tables, header), encoding="utf-8")
         comparisons.to_csv(tmp / "comparisons.csv", index=False)
-        (tmp / "findings.md").write_text("# Findings\n\n" + ("\n".join(f"- {f['text']}" for f in found) or "(none)") + "\n",
+        (tmp / "findings.md").write_text("# Findings\n\n" + "".join(f"> **{w}**\n\n" for w in warnings)
+                                         + ("\n".join(f"- {f['text']}" for f in found) or "(none)") + "\n",
                                          encoding="utf-8")
         plots: dict[str, Path] = {}
         for name, fn in PLOTS.items():
@@ -103,11 +125,12 @@ def write_report(runs: SweepRuns, out_dir: str | Path, *, log_to_parent: bool = 
                    "tracking_uri": _without_password(runs.tracking_uri), "parent_run_id": runs.parent_run_id,
                    "n_runs": len(runs.trials), "n_used": len(usable), "expected_trials": runs.expected_trials,
                    "seeds": seeds, "missing": missing, "row_keys": ROW_KEYS, "notes": notes,
+                   "warnings": warnings, "dropped": data.dropped or [], "margin": margin,
                    "findings": found, "plots": sorted(p.name for p in plots.values()),
                    "comparisons": json.loads(comparisons.to_json(orient="records")),
                    "tables": {t.name: json.loads(t.long.to_json(orient="records")) for t in tables}}
         (tmp / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default) + "\n", encoding="utf-8")
-        (tmp / "report.html").write_text(render(meta, tables, comparisons, found, plots, missing, notes), encoding="utf-8")
+        (tmp / "report.html").write_text(render(meta, tables, comparisons, found, plots, missing, notes, warnings), encoding="utf-8")
     logged = None
     if log_to_parent:  # --sweep: its parent run; --experiment: a report run of its own (tracking.runs.log_report)
         from editdecay.tracking.runs import log_report
@@ -116,7 +139,7 @@ def write_report(runs: SweepRuns, out_dir: str | Path, *, log_to_parent: bool = 
                                       sweep_id=runs.sweep_id, parent_run_id=runs.parent_run_id,
                                       by_sweep=runs.description.startswith("sweep "))) or None
     return ReportResult(out_dir, out_dir / "report.html", len(runs.trials), len(usable), missing, logged,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, warnings)
 
 
 def _without_password(uri: str) -> str:

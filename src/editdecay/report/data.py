@@ -33,6 +33,11 @@ class ReportData:
     run_table: pd.DataFrame  # one row per run (usable or not): settings, status, problem, DS metrics
     curves: pd.DataFrame  # one row per (usable run, step): settings, seed, step, es
     native: pd.DataFrame | None = None  # one row per (usable run, native fact): settings, known_<group>
+    # one row per (usable run, group, DS test row): settings, seed, group, row, task, correct
+    ds: pd.DataFrame | None = None
+    # finished runs left out because a later finished run has the same settings and seed
+    dropped: list[dict] | None = None
+    comparisons: pd.DataFrame | None = None  # the run-level comparisons (build.py runs them before the tables)
 
     @property
     def usable(self) -> pd.DataFrame:
@@ -152,11 +157,41 @@ def records_key(trial: TrialRun) -> str:
         return ""
 
 
+def latest_runs(trials: list[TrialRun]) -> tuple[set[str], list[dict]]:
+    """One run per trial × seed (same settings and seed): the latest finished one, else the latest.
+    Returns the run ids kept and the finished runs dropped (a sweep read twice through
+    ``--experiment``, a trial rerun by hand), which would otherwise count their edits twice."""
+    by_key: dict[tuple, list[TrialRun]] = {}
+    for t in trials:
+        s = settings_of(t)
+        by_key.setdefault(tuple(str(s[k]) for k in (*SETTING_KEYS, "seed")), []).append(t)
+    kept, dropped = set(), []
+    for group in by_key.values():
+        finished = [t for t in group if t.problem is None and t.per_edit is not None]
+        chosen = max(finished or group, key=lambda t: t.start_time)
+        kept.add(chosen.run_id)
+        dropped += [{"trial_id": t.tags.get("editdecay.trial_id", t.name), "run_id": t.run_id, "kept": chosen.run_id}
+                    for t in finished if t is not chosen]
+    return kept, dropped
+
+
+def dropped_warning(dropped: list[dict]) -> str:
+    """The one line that names the duplicate runs left out."""
+    if not dropped:
+        return ""
+    names = ", ".join(f"{d['trial_id']} (run {d['run_id'][:8]})" for d in dropped)
+    return (f"warning: {len(dropped)} duplicate finished run(s) dropped, the latest run of each trial × seed kept: "
+            f"{names}")
+
+
 def build_data(runs: SweepRuns) -> ReportData:
-    run_rows, edit_parts, curve_rows, native_parts = [], [], [], []
+    run_rows, edit_parts, curve_rows, native_parts, ds_parts = [], [], [], [], []
+    kept, dropped = latest_runs(runs.trials)
     for t in runs.trials:
         s = settings_of(t)
         problem = t.problem or ""
+        if not problem and t.run_id not in kept:
+            problem = "duplicate: a later finished run of the same trial and seed is used"
         if not problem and t.per_edit is not None and "es_base" not in t.per_edit.columns:
             problem = "per_edit.csv has no es_base column"
         run_rows.append({"run_id": t.run_id, "trial_id": t.tags.get("editdecay.trial_id", t.name), "status": t.status,
@@ -185,11 +220,16 @@ def build_data(runs: SweepRuns) -> ReportData:
             native_parts.append(t.native.assign(**{"run_id": t.run_id, **s}))
         for step, value in t.curve:
             curve_rows.append({"run_id": t.run_id, **s, "step": step, "es": value})
+        for group, answers in t.ds_predictions.items():
+            ds_parts.append(answers.assign(run_id=t.run_id, **s, group=group, row=range(len(answers)),
+                                           correct=(answers["pred"].astype(str) == answers["gold"].astype(str))
+                                           .astype(float)))
     run_table = pd.DataFrame(run_rows)
     per_edit = pd.concat(edit_parts, ignore_index=True) if edit_parts else pd.DataFrame()
     curves = pd.DataFrame(curve_rows, columns=["run_id", *SETTING_KEYS, "seed", "step", "es"])
     native = pd.concat(native_parts, ignore_index=True) if native_parts else pd.DataFrame()
-    return ReportData(runs, per_edit, run_table, curves, native)
+    ds = pd.concat(ds_parts, ignore_index=True) if ds_parts else pd.DataFrame()
+    return ReportData(runs, per_edit, run_table, curves, native, ds, dropped)
 
 
 def order_key(column: str):

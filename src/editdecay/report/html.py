@@ -24,14 +24,26 @@ def _table(frame: pd.DataFrame) -> str:
     return "<div style='overflow-x:auto'>" + frame.to_html(index=False, border=0, na_rep="–", escape=True) + "</div>"
 
 
+# The comparisons table as shown: the deciding (run-level) numbers first, the within-run test after.
+SHOWN_COLUMNS = {"comparison": "comparison", "a": "A", "b": "B", "model": "model", "editor": "editor",
+                 "dataset": "dataset", "n_edits": "#edits", "ft": "ft", "layers": "layers", "n_label": "n",
+                 "rate_a": "rate A", "rate_b": "rate B", "effect": "A − B (run level)", "ci_low": "CI low",
+                 "ci_high": "CI high", "p_value": "p", "p_holm": "p Holm", "agree": "seeds agree", "i2": "I²",
+                 "tau2": "τ²", "q_p": "Q p", "mdd": "mdd (80%)", "p_equiv": "p equiv (TOST)",
+                 "p_within": "p within these runs", "p_within_holm": "p within, Holm", "a_only": "a_only",
+                 "b_only": "b_only", "note": "note"}
+
+
 def render(meta: dict, tables: list[Table], comparisons: pd.DataFrame, findings: list[dict],
-           plots: dict[str, Path], missing: list[dict], notes: list[str]) -> str:
+           plots: dict[str, Path], missing: list[dict], notes: list[str], warnings: list[str] = ()) -> str:
     e = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>editdecay report: {e(meta['source'])}</title>"
              f"<style>{STYLE}</style></head><body>",
              f"<h1>editdecay report: {e(meta['source'])}</h1>",
              "<p class='note'>" + " · ".join(f"{e(k)}: <code>{e(str(v))}</code>" for k, v in meta.items()
                                              if k != "source") + "</p>"]
+    for w in warnings:
+        parts.append(f"<div class='warn'><b>{e(w)}</b></div>")
     if missing:
         parts.append(f"<div class='warn'><b>{len(missing)} trial(s) missing from the statistics</b><ul>"
                      + "".join(f"<li>{e(m['trial_id'])}: {e(m['status'])}{(' – ' + e(m['reason'])) if m.get('reason') else ''}</li>"
@@ -45,14 +57,15 @@ def render(meta: dict, tables: list[Table], comparisons: pd.DataFrame, findings:
     parts.append("<h2>Tables</h2>")
     for t in tables:
         parts.append(f"<h3>{e(t.title)}</h3><p class='note'>{e(t.note)}</p>{_table(t.wide)}")
-    parts.append("<h2>Paired comparisons</h2>")
+    parts.append("<h2>Comparisons</h2>")
     if not comparisons.empty:
-        shown = comparisons.drop(columns=["p_per_seed"]).copy()
-        for col in ("rate_a", "rate_b", "effect", "ci_low", "ci_high", "odds_ratio"):
+        shown = comparisons[[c for c in SHOWN_COLUMNS if c in comparisons.columns]].copy()
+        for col in ("rate_a", "rate_b", "effect", "ci_low", "ci_high", "mdd", "tau2"):
             shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-        for col in ("p_value", "p_holm"):
+        shown["i2"] = shown["i2"].map(lambda v: "" if pd.isna(v) else f"{v:.0%}")
+        for col in ("p_value", "p_holm", "q_p", "p_equiv", "p_within", "p_within_holm"):
             shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-        parts.append(_table(shown))
+        parts.append(_table(shown.rename(columns=SHOWN_COLUMNS)))
     else:
         parts.append("<p>None.</p>")
     parts.append("<h2>Plots</h2>")

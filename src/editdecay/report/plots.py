@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 
 from editdecay.report.data import FT_ORDER, LAYER_ORDER, ReportData  # noqa: E402
 from editdecay.report.registry import register_plot  # noqa: E402
-from editdecay.report.stats import hierarchical_bootstrap, t_interval  # noqa: E402
+from editdecay.report.stats import rate_interval, t_interval  # noqa: E402
+from editdecay.report.tables import ds_estimate  # noqa: E402
 
 
 def _label(row, keys) -> str:
@@ -92,16 +93,16 @@ def ds_vs_efr(data: ReportData):
     fig, ax = plt.subplots(figsize=(7, 5))
     markers = {"all": "o", "edited": "s", "non_edited": "^"}
     for values, part in pe[pe["ft"] != "none"].groupby(keys, sort=True):
-        efr = hierarchical_bootstrap({s: g["flip"].dropna().tolist() for s, g in part.groupby("seed")})
+        efr = rate_interval({s: g["flip"].dropna().tolist() for s, g in part.groupby("seed")})
         sel = runs
         for k, v in zip(keys, values):
             sel = sel[sel[k] == v]
-        ds = sel.groupby("seed")["ft.ds.acc"].mean().dropna()
-        if ds.empty or math.isnan(efr.mean):
+        if sel.empty or math.isnan(efr.mean):
             continue
-        ds_mean, ds_lo, ds_hi = t_interval(ds.tolist())
-        if not math.isnan(ds_lo):  # an accuracy: the t-interval clipped to [0, 1]
-            ds_lo, ds_hi = max(0.0, ds_lo), min(1.0, ds_hi)
+        ds = ds_estimate(data, sel.drop_duplicates("seed"), "ft")  # the downstream table's interval
+        ds_mean, ds_lo, ds_hi = ds.mean, ds.low, ds.high
+        if math.isnan(ds_mean):
+            continue
         setting = dict(zip(keys, values))
         xerr = None if math.isnan(efr.low) else [[efr.mean - efr.low], [efr.high - efr.mean]]
         yerr = None if math.isnan(ds_lo) else [[ds_mean - ds_lo], [ds_hi - ds_mean]]
@@ -109,13 +110,15 @@ def ds_vs_efr(data: ReportData):
                     capsize=3, linestyle="none", label=" ".join(map(str, values)))
     ax.set_xlabel("EFR (higher: more edits removed)")
     ax.set_ylabel("downstream accuracy after KE→FT")
-    ax.set_title("Removing edits vs downstream accuracy\n(EFR: bootstrap CI; DS: t-interval across seeds, clipped to [0, 1])", fontsize=10)
+    ax.set_title("Removing edits vs downstream accuracy, 95% CIs as in the tables\n(EFR: exact effective-n; "
+                 "DS: bootstrap over seeds × test rows)", fontsize=10)
     return _finish(fig, ax)
 
 
 @register_plot("relation_flip_rate")
 def relation_flip_rate(data: ReportData):
-    """Flip rate per relation and editor, pooled over FT settings, with 95% CIs."""
+    """Flip rate per relation and editor, pooled over FT settings, with 95% CIs. An edit is measured
+    once per FT setting: its flips are averaged over the settings first, so it counts once per seed."""
     pe = data.per_edit
     if pe.empty or "relation" not in pe.columns or pe["flip"].notna().sum() == 0:
         return None
@@ -127,8 +130,9 @@ def relation_flip_rate(data: ReportData):
     for i, editor in enumerate(editors):
         means, errs = [], [[], []]
         for rel in relations:
-            part = pe[(pe["editor"] == editor) & (pe["relation"] == rel)]
-            est = hierarchical_bootstrap({s: g["flip"].dropna().tolist() for s, g in part.groupby("seed")})
+            part = pe[(pe["editor"] == editor) & (pe["relation"] == rel)].dropna(subset=["flip"])
+            per_edit = part.groupby(["seed", "case_id"])["flip"].mean().reset_index()
+            est = rate_interval({s: g["flip"].tolist() for s, g in per_edit.groupby("seed")})
             means.append(est.mean)
             errs[0].append(0 if math.isnan(est.low) else est.mean - est.low)
             errs[1].append(0 if math.isnan(est.high) else est.high - est.mean)
@@ -137,7 +141,7 @@ def relation_flip_rate(data: ReportData):
     ax.set_xticks(range(len(relations)), relations)
     ax.set_ylabel("flip rate (EFR)")
     ax.set_xlabel("relation")
-    ax.set_title("Flip rate per relation (all FT settings pooled; 95% bootstrap CIs)")
+    ax.set_title("Flip rate per relation (FT settings averaged per edit; 95% exact effective-n CIs)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -31,14 +31,20 @@ class Table:
 
 @dataclass(frozen=True)
 class ComparisonSpec:
-    """Pairs of values of one setting axis compared on the same edits, everything else held fixed."""
+    """Two sides compared within each seed, everything else held fixed. ``kind`` says what is compared:
+
+    - ``flips``: values of one setting axis (``axis``: layers, editor, ft) on the same edits (1 = flipped);
+    - ``ds``: two model groups (``axis`` ``group``: base, ftonly, ft) on the same DS test rows (1 = correct);
+    - ``native``: edits that survive KE→FT vs native facts retained by the same run (two samples).
+    """
 
     name: str
-    axis: str  # a column of the per-edit frame: layers, editor, ft
+    axis: str
     pairs: tuple[tuple[str, str], ...]
     description: str
-    same_records: bool = True  # both sides must have edited the same records (same stage key)
+    same_records: bool = True  # flips: both sides must have edited the same records (same stage key)
     skip_values: tuple[str, ...] = field(default=())  # values of other axes that make no comparison (ft 'none')
+    kind: str = "flips"
 
 
 def register_table(name: str):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from editdecay.report.data import GROUPS, METRICS, ROW_KEYS, ReportData, order_key
 from editdecay.report.registry import Table, register_table
-from editdecay.report.stats import (BOOTSTRAP_NOTE, Estimate, difference_bootstrap, hierarchical_bootstrap,
-                                    seed_level_bootstrap)
+from editdecay.report.stats import (BOOTSTRAP_NOTE, DS_NOTE, RATE_NOTE, Estimate, ds_interval, hierarchical_bootstrap,
+                                    rate_interval, seed_level_bootstrap)
 
 METRIC_NAMES = {"es": "ES (efficacy)", "ps": "PS (paraphrase)", "ns": "NS (neighborhood)"}
 
@@ -79,19 +81,38 @@ def efr(data: ReportData) -> list[Table]:
     settings = _ft_settings(data)
     for keys, part in pe[pe["ft"] != "none"].groupby([*ROW_KEYS, "ft", "layers"], sort=False):
         keys = dict(zip([*ROW_KEYS, "ft", "layers"], keys))
-        est = hierarchical_bootstrap(_by_seed(part, "flip"))
+        est = rate_interval(_by_seed(part, "flip"))
         if est.n_seeds:
             rows.append(_long_row("efr", "efr", keys, f"{keys['ft']}/{keys['layers']}", est))
     long = pd.DataFrame(rows)
     return [Table("efr", "Edit flip ratio (EFR) by FT method / layer selection",
                   "EFR = edits successful after editing that fail after fine-tuning, over edits successful after "
-                  f"editing (per seed, then averaged). {BOOTSTRAP_NOTE}; n = seeds × successful edits.",
+                  f"editing (per seed, then averaged). {RATE_NOTE}; n = seeds × successful edits.",
                   _wide(long, [f"{ft}/{layers}" for ft, layers in settings]), long)]
+
+
+def ds_estimate(data: ReportData, runs, group: str) -> Estimate:
+    """DS of ``group`` over the given runs (one per seed): from the per-example answers when logged
+    (bootstrap over seeds × rows; the base model, the same in every seed, is one model: exact
+    binomial), else from the runs' DS metric (bootstrap over seeds)."""
+    ds = data.ds
+    answers = {}
+    if ds is not None and not ds.empty:
+        mine = ds[ds["run_id"].isin(set(runs["run_id"])) & (ds["group"] == group)]
+        answers = {seed: part.sort_values("row")["correct"].to_numpy() for seed, part in mine.groupby("seed")}
+    if answers and len(answers) == runs["seed"].nunique():
+        vectors = list(answers.values())
+        one_model = group == "base" and all(len(v) == len(vectors[0]) and (v == vectors[0]).all() for v in vectors)
+        single_task = ds[ds["group"] == group]["task"].nunique() == 1
+        if one_model and single_task:
+            return ds_interval({0: vectors[0]}, single_model=True)
+        return ds_interval(answers)
+    return seed_level_bootstrap(dict(zip(runs["seed"], runs[f"{group}.ds.acc"])))
 
 
 @register_table("downstream")
 def downstream(data: ReportData) -> list[Table]:
-    """DS accuracy of the base model, FT-only and KE→FT per FT setting (run-level numbers)."""
+    """DS accuracy of the base model, FT-only and KE→FT per FT setting, over seeds × test rows."""
     runs = data.usable
     if runs.empty:
         return []
@@ -100,53 +121,74 @@ def downstream(data: ReportData) -> list[Table]:
     columns = ["base"] + [f"{GROUPS[g]} · {ft}/{layers}" for ft, layers in settings for g in ("ftonly", "ft")]
     for keys, part in runs.groupby(ROW_KEYS, sort=False):
         keys = dict(zip(ROW_KEYS, keys))
-        base = part.drop_duplicates("seed")
-        est = seed_level_bootstrap(dict(zip(base["seed"], base["base.ds.acc"])))
+        est = ds_estimate(data, part.drop_duplicates("seed"), "base")
         if est.n_seeds:
             rows.append(_long_row("downstream", "ds.acc", keys, "base", est))
         for (ft, layers), cell in part[part["ft"] != "none"].groupby(["ft", "layers"], sort=False):
             for group in ("ftonly", "ft"):
-                est = seed_level_bootstrap(dict(zip(cell["seed"], cell[f"{group}.ds.acc"])))
+                est = ds_estimate(data, cell, group)
                 if est.n_seeds:
                     rows.append(_long_row("downstream", "ds.acc", {**keys, "ft": ft, "layers": layers},
                                           f"{GROUPS[group]} · {ft}/{layers}", est))
     long = pd.DataFrame(rows)
     return [Table("downstream", "Downstream accuracy (DS) by group and fine-tuning setting",
-                  "DS accuracy is one number per run (the per-example answers are not re-read), so its 95% CI is a "
-                  "percentile bootstrap over seeds only (B = 2000); n = seeds × 1. One seed: no CI.",
-                  _wide(long, columns), long)]
+                  f"{DS_NOTE}; n = seeds × test rows. Runs without logged answers: percentile bootstrap over the "
+                  "seeds' DS metric (n = seeds × 1). Paired tests (FT-only vs base, KE→FT vs FT-only) are in the "
+                  "comparisons.", _wide(long, columns), long)]
 
 
 @register_table("edits_vs_native")
 def edits_vs_native(data: ReportData) -> list[Table]:
     """Edit survival next to the intrinsic-knowledge control, per FT setting: do edits decay faster
-    than the facts the model knew by itself (arXiv 2507.14198 reports they do)?"""
+    than the facts the model knew by itself (arXiv 2507.14198 reports they do)? Both sides are
+    conditioned alike: edits that succeeded after editing, native facts known after editing."""
     pe, native = data.per_edit, data.native
     if pe.empty or native is None or native.empty or "known_ft" not in native.columns:
         return []
     rows, columns = [], []
     by = [*ROW_KEYS, "ft", "layers"]
     survived = pe.assign(survived=1.0 - pe["flip"])  # over edits that succeeded after editing
-    retained = native[native["known_base"].astype(bool)].assign(retained=lambda f: f["known_ft"].astype(float))
-    facts_of = dict(iter(retained.groupby(by, sort=False)))  # the same setting columns as the edits
+    after_edit = "known_edit" if "known_edit" in native.columns else "known_base"
+    facts_after = dict(iter(native[native[after_edit].astype(bool)].groupby(by, sort=False)))
+    facts_base = dict(iter(native[native["known_base"].astype(bool)].groupby(by, sort=False)))
+    comparisons = data.comparisons
+    native_rows = (comparisons[comparisons["kind"] == "native"] if comparisons is not None and not comparisons.empty
+                   else pd.DataFrame(columns=[*by, "effect"]))
     for values, part in survived[survived["ft"] != "none"].groupby(by, sort=False):
         keys = dict(zip(by, values))
-        facts = facts_of.get(values, retained.iloc[:0])
         setting = f"{keys['ft']}/{keys['layers']}"
-        edits_by_seed, facts_by_seed = _by_seed(part, "survived"), _by_seed(facts, "retained")
-        for label, est in ((f"edits survive · {setting}", hierarchical_bootstrap(edits_by_seed)),
-                           (f"native retained · {setting}", hierarchical_bootstrap(facts_by_seed)),
-                           (f"edits − native · {setting}", difference_bootstrap(edits_by_seed, facts_by_seed))):
+        retained = lambda facts: _by_seed(facts.get(values, native.iloc[:0]).assign(  # noqa: E731
+            r=lambda f: f["known_ft"].astype(float)), "r")
+        cells = [(f"edits survive · {setting}", rate_interval(_by_seed(part, "survived"))),
+                 (f"native retained (known after editing) · {setting}", rate_interval(retained(facts_after))),
+                 (f"native retained (known by base) · {setting}", rate_interval(retained(facts_base)))]
+        for label, est in cells:
             if est.n_seeds:
                 rows.append(_long_row("edits_vs_native", "survival", keys, label, est))
                 if label not in columns:
                     columns.append(label)
+        match = native_rows
+        for k in by:
+            match = match[match[k] == keys[k]]
+        if len(match) and pd.notna(match["effect"].iloc[0]):
+            r = match.iloc[0]
+            label = f"edits − native (after editing) · {setting}"
+            ci = f" [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if pd.notna(r["ci_low"]) else ""
+            holm = f", Holm p {r['p_holm']:.3g}" if pd.notna(r["p_holm"]) else ""
+            rows.append({"table": "edits_vs_native", "metric": "survival", **keys, "column": label, "mean": r["effect"],
+                         "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n_seeds": r["n_seeds"], "n": math.nan,
+                         "n_label": r["n_label"], "cell": f"{r['effect']:+.3f}{ci}{holm} (n={r['n_label']})"})
+            if label not in columns:
+                columns.append(label)
     if not rows:
         return []
     long = pd.DataFrame(rows)
     return [Table("edits_vs_native", "Edits vs the model's own facts after fine-tuning (KE→FT)",
                   "Edits survive = 1 − EFR (edits successful after editing that still succeed after KE→FT). Native "
-                  "retained = of the never-edited native facts the base model knows, the fraction still known after "
-                  "KE→FT (metrics/native.py: the edit metrics' rule, mirrored). edits − native: difference of the two, "
-                  f"bootstrapped with edits and facts resampled independently within each drawn seed. {BOOTSTRAP_NOTE}; "
-                  "n = seeds × items.", _wide(long, columns), long)]
+                  "retained = of the never-edited native facts known after editing (the same conditioning as the "
+                  "edits; beside it the earlier definition, known by the base model), the fraction still known after "
+                  "KE→FT (metrics/native.py: the edit metrics' rule, mirrored). "
+                  f"{RATE_NOTE}. edits − native: the run-level difference (per-seed difference of the two rates, "
+                  "combined across seeds as the comparisons are; 95% CI, Holm p over all comparisons); a comparison, "
+                  "not a finding, unless it passes the findings' rule. n = seeds × items.",
+                  _wide(long, columns), long)]

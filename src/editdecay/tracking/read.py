@@ -10,6 +10,8 @@ from here. What a trial logs today (``pipeline/trial.py``) and what we read:
   side (optional: runs from before the native-fact control have none)
 - ``edits/records.jsonl``: the edit records (for the relation of each case id); read once per
   distinct edit set (the ``records`` stage key), not once per run
+- ``ds/<group>/ds_predictions.json``: the downstream answers per test row (task, gold, pred) of each
+  evaluated group (base, edit, ftonly, ft), for DS intervals over rows and paired DS tests
 - metrics: ``<group>.ds.acc`` and the decay curve ``curve.es`` by step
 
 Selection: a sweep id (the ``editdecay.sweep`` tag; the sweep's parent run carries
@@ -38,6 +40,8 @@ from editdecay.tracking.runs import check_reachable
 PER_EDIT_ARTIFACT = "results/per_edit.csv"
 NATIVE_ARTIFACT = "results/native_facts.csv"
 RECORDS_ARTIFACT = "edits/records.jsonl"
+DS_PREDICTIONS_ARTIFACT = "ds/{group}/ds_predictions.json"
+DS_GROUPS = ("base", "edit", "ftonly", "ft")
 CURVE_METRIC = "curve.es"
 SWEEP_STATE_FILE = "editdecay_sweep.json"  # written by sweep/runner.py into the sweep's storage dir
 # Parallel artifact reads: a remote server answers one request per round trip.
@@ -65,6 +69,10 @@ class TrialRun:
     native: pd.DataFrame | None = field(default=None, repr=False)  # per native fact; None if not logged
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, curve.es)
     problem: str | None = None  # why this run's per-edit results are not usable
+    start_time: int = 0  # ms since the epoch (MLflow's run start): the latest of a trial's repeats wins
+    # group -> one row per DS test row (task, gold, pred), in the evaluation's row order; absent groups
+    # (no fine-tuning, or runs from before the answers were logged) are missing
+    ds_predictions: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -237,7 +245,8 @@ def _planned_trials(client: MlflowClient, parent) -> list[str]:
 
 def _load_trials(client: MlflowClient, runs: list) -> list[TrialRun]:
     trials = [TrialRun(r.info.run_id, r.info.run_name or r.info.run_id, r.info.status, r.info.experiment_id,
-                       dict(r.data.params), dict(r.data.tags), dict(r.data.metrics)) for r in runs]
+                       dict(r.data.params), dict(r.data.tags), dict(r.data.metrics),
+                       start_time=int(r.info.start_time or 0)) for r in runs]
     with ThreadPoolExecutor(READ_THREADS) as pool:
         list(pool.map(lambda t: _load_results(client, t), trials))
     relations = _relations(client, trials)
@@ -265,6 +274,20 @@ def _load_results(client: MlflowClient, trial: TrialRun) -> None:
             trial.native = pd.read_csv(client.download_artifacts(trial.run_id, NATIVE_ARTIFACT, tmp))
     except (MlflowException, OSError):
         trial.native = None  # logged only since the native-fact control exists; the report goes on without
+    try:  # one listing instead of a failed download per group for runs that logged no answers
+        logged = {Path(f.path).name for f in client.list_artifacts(trial.run_id, "ds")}
+    except (MlflowException, OSError):
+        logged = set()
+    for group in DS_GROUPS:
+        if group not in logged:
+            continue
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = client.download_artifacts(trial.run_id, DS_PREDICTIONS_ARTIFACT.format(group=group), tmp)
+                rows = json.loads(Path(path).read_text())
+        except (MlflowException, OSError, json.JSONDecodeError):
+            continue  # logged only since the answers are kept; the report falls back to the DS metric
+        trial.ds_predictions[group] = pd.DataFrame(rows, columns=["task", "gold", "pred"])
     if CURVE_METRIC in trial.metrics:
         history = client.get_metric_history(trial.run_id, CURVE_METRIC)
         trial.curve = sorted((int(m.step), float(m.value)) for m in history)
