@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from editdecay.accelerators import name_deepspeed_accelerator
 from editdecay.arch import arch_for
 from editdecay.config import ModelConfig
 from editdecay.errors import EditDecayError, ModelLoadError
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from editdecay.config import TrialConfig
+
+name_deepspeed_accelerator()  # before transformers imports DeepSpeed, which warns when it has to guess
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
