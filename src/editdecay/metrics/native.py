@@ -135,7 +135,8 @@ class EditedFacts:
 
 
 def _contains(text: str, name: str) -> bool:
-    return bool(name) and re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", text) is not None
+    # The plain substring test first: cheap, and most candidates fail it (CounterFact: 20k of them).
+    return bool(name) and name in text and re.search(r"(?<!\w)" + re.escape(name) + r"(?!\w)", text) is not None
 
 
 def neighborhood_facts(records: Sequence[EditRecord]) -> list[EditRecord]:
