@@ -130,6 +130,11 @@ def test_disk_full_is_one_line_and_leaves_nothing(tmp_path, capsys):
     (["eval.ds_source=file", "eval.ds_path=/no/ds"], "eval.ds_path: '/no/ds' does not exist"),
     (["edit.stats.corpus=/no/corpus.txt"], "edit.stats.corpus: '/no/corpus.txt' does not exist"),
     (["finetune.method=full", "finetune.deepspeed=/no/ds.json"], "finetune.deepspeed: '/no/ds.json' is not a file"),
+    (["eval.native_facts=10", "eval.native_min_facts=30"], "eval.native_min_facts=30 is more than eval.native_facts=10"),
+    (["eval.native_pool=[records,wordnet]"], "config key 'eval.native_pool.1': got 'wordnet'; allowed: 'records' or"),
+    (["eval.native_pool=[records,records]"], "eval.native_pool lists a source twice"),
+    (["eval.native_pool=[]"], "eval.native_pool is empty and eval.native_path is not set"),
+    (["eval.native_path=/no/facts.jsonl"], "eval.native_path: '/no/facts.jsonl' does not exist"),
 ])
 def test_trial_bad_values_fail_fast_without_a_run(overrides, message, store, tmp_path, capsys):
     start = time.perf_counter()
@@ -387,7 +392,7 @@ def test_sigterm_ends_a_running_trial_killed(toy_model_dir, tmp_path, store):
     assert proc.returncode == 143, rest[-2000:]
     assert "terminated (SIGTERM)" in rest
     (run,) = runs_of(store)
-    assert run.info.status == "KILLED"
+    assert run.info.status == "KILLED" and f"MLflow run {run.info.run_id} ended KILLED" in rest  # named, as it exists
     assert not list((cache / "stages").glob("finetune/*/stage.json"))  # nothing complete-looking
     assert not [p for p in (cache / "stages").rglob("*.tmp")]  # the build directory went with the run
 

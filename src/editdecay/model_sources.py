@@ -121,6 +121,9 @@ def _ensure_converted(gguf: Path, out: Path, provenance: dict) -> Path:
         import gguf as _gguf  # noqa: F401  transformers' GGUF reader needs it
     except ImportError:
         raise ModelLoadError("model.name: reading a .gguf file needs the 'gguf' package: pip install gguf==0.19.0") from None
+    from editdecay.accelerators import name_deepspeed_accelerator
+
+    name_deepspeed_accelerator()  # before transformers imports DeepSpeed, which warns when it has to guess
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"gguf_file": gguf.name}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from editdecay.accelerators import name_deepspeed_accelerator
 from editdecay.arch import arch_for
 from editdecay.config import ModelConfig
 from editdecay.errors import EditDecayError, ModelLoadError
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from editdecay.config import TrialConfig
+
+name_deepspeed_accelerator()  # before transformers imports DeepSpeed, which warns when it has to guess
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

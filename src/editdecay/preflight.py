@@ -84,6 +84,8 @@ def check_trial_inputs(cfg: TrialConfig, *, stages: frozenset[str] | set[str] = 
         if not cfg.eval.ds_path:
             raise DataError("eval.ds_path is required when eval.ds_source is 'file'")
         _must_exist(cfg.eval.ds_path, "eval.ds_path", "a JSON/JSONL file or a directory of <task>/test.json")
+    if cfg.eval.native_facts and cfg.eval.native_path:
+        _must_exist(cfg.eval.native_path, "eval.native_path", "a .jsonl/.json file of facts in the records shape")
     if n_layers is not None:
         if "edit" in stages and cfg.edit.method != "none" and cfg.edit.layers is not None:
             _check_layers(cfg.edit.layers, n_layers, "edit.layers")

@@ -43,6 +43,35 @@ def split_edit_dataset(cfg: TrialConfig) -> tuple[list, list]:
     return batch, [r for i, r in enumerate(records) if i not in chosen]
 
 
+def native_candidates(cfg: TrialConfig) -> tuple[list, list, list[str]]:
+    """(the edit batch, the native-fact candidates in pool order, the fine-tuning questions): the
+    pool ``eval.native_pool`` names — the records outside the batch, their neighborhood probes —
+    then the facts of ``eval.native_path``; metrics/native.py makes it disjoint from the first and
+    the last."""
+    from editdecay.data.edits import check_unique_case_ids, convert_records, read_json_rows
+    from editdecay.metrics.native import neighborhood_facts
+
+    batch, rest = split_edit_dataset(cfg)
+    candidates = []
+    for source in cfg.eval.native_pool:
+        candidates += rest if source == "records" else neighborhood_facts(rest)
+    if cfg.eval.native_path:
+        path = cfg.eval.native_path
+        candidates += check_unique_case_ids(convert_records(read_json_rows(path), source=f"eval.native_path {path}"), path)
+    return batch, candidates, finetune_questions(cfg)
+
+
+def finetune_questions(cfg: TrialConfig) -> list[str]:
+    """The prompts of the fine-tuning data (instruction and input, or prompt): a native fact asked
+    there would be taught, not retained."""
+    if cfg.finetune.method == "none":
+        return []
+    from editdecay.finetune.data import load_rows
+
+    rows = load_rows(cfg.finetune.data, cfg.world)
+    return [row[k] for row in rows for k in ("instruction", "input", "prompt") if isinstance(row.get(k), str)]
+
+
 def run_stats(cfg: TrialConfig, model=None, tokenizer=None) -> dict[int, Any]:
     """Second moments for the edited layers (cached under ``cache_dir/stats``)."""
     from editdecay.editing.hparams import resolve_hparams

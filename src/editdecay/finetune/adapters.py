@@ -8,7 +8,9 @@ names any set).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -58,7 +60,19 @@ def apply_adapters(model: torch.nn.Module, cfg: FinetuneConfig, recipe: Recipe, 
         layers_pattern=spec.blocks.rsplit(".", 1)[-1],
         bias="none",
     )
-    return get_peft_model(model, lora_cfg)
+    with peft_wrapping():
+        return get_peft_model(model, lora_cfg)
+
+
+@contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Around PEFT wrapping a model (``get_peft_model``, ``PeftModel.from_pretrained``): PEFT 0.21
+    reads ``model.is_gradient_checkpointing``, which transformers 5 deprecated with a FutureWarning
+    ("use ``is_activation_checkpointing``") addressed to PEFT — we pass nothing that could avoid it.
+    That one warning is ignored here, for these calls only; every other warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def adapted_layers(peft_model) -> set[int]:

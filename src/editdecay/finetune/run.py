@@ -121,6 +121,10 @@ def _finetune_model(cfg, model, tokenizer, out_dir: Path, evaluate_fn, edited_la
     resume_key = _resume_key(cfg, model, layers)
     tokenizer.padding_side = "right"  # training pads right; generation (DS eval) pads left
     data = build_finetune_data(ft.data, tokenizer, model.config.model_type, recipe.cutoff_len, cfg.seed, cfg.world)
+    if getattr(model, "loss_type", "") is None:
+        # transformers reads the loss from the class name; GPT2LMHeadModel names none, so it warns and
+        # falls back to the causal-LM loss. Every model trained here is a causal LM: say so.
+        model.loss_type = "ForCausalLM"
 
     if ft.method == "full":
         n_trainable = freeze_for_full_ft(model, layers, ft.train_extra)
@@ -434,7 +438,10 @@ def apply_finetuned(model, out_dir: str | Path):
     if (adapter / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        peft_model = PeftModel.from_pretrained(model, adapter).eval()
+        from editdecay.finetune.adapters import peft_wrapping
+
+        with peft_wrapping():
+            peft_model = PeftModel.from_pretrained(model, adapter).eval()
         return peft_model, lambda: _unload_peft(model)
     from editdecay.errors import DataError
 
@@ -479,4 +486,7 @@ def load_finetuned(out_dir: str | Path, base_model_dir: str | Path | None = None
             raise DataError(f"{adapter / 'adapter_config.json'} is damaged or names no base model "
                             "(base_model_name_or_path); pass --base MODEL_DIR, or fine-tune again")
     model, tokenizer = load_model(model_cfg, base)
-    return PeftModel.from_pretrained(model, adapter).eval(), tokenizer
+    from editdecay.finetune.adapters import peft_wrapping
+
+    with peft_wrapping():
+        return PeftModel.from_pretrained(model, adapter).eval(), tokenizer

@@ -22,8 +22,11 @@ Metric names (stable; reports and the MLflow UI key on them): ``<group>.es|ps|ns
 ``<group>.ds.acc``, ``<group>.ds.<task>`` for group in base/ftonly/edit/ft; ``survival.efr``,
 ``survival.decrease``, ``survival.survival``, ``survival.n_successful``, ``survival.n_flipped``,
 ``survival.n_recovered``; the decay curve as ``curve.es|ps|ns`` by training step; the
-intrinsic-knowledge control ``native.retention`` (KE→FT), ``native.retention_ftonly``,
-``native.retention_edit``, ``<group>.native.acc`` (:mod:`editdecay.metrics.native`).
+intrinsic-knowledge control ``native.retention`` (KE→FT, with ``native.retention_ci_low|high``),
+``native.retention_ftonly``, ``native.retention_edit``, ``<group>.native.acc``, and how its facts were
+found, ``native.n_found|n_tried|n_pool``, ``native.excluded.<reason>`` (:mod:`editdecay.metrics.native`;
+the ``native`` stage selects them). Survival metrics are defined in :mod:`editdecay.metrics.survival`
+and computed from the per-edit table the run logs.
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ from editdecay.config import TrialConfig, flatten, stable_hash, to_yaml
 from editdecay.data.records import EditRecord, records_to_jsonl
 from editdecay.editing.run import edit_records
 from editdecay.io import atomic_write_json
-from editdecay.metrics.native import evaluate_native, native_records, native_summary
-from editdecay.metrics.survival import flip_table, survival
+from editdecay.metrics.native import (KNOWN_RULE, NativeControl, evaluate_native, native_pool, native_summary,
+                                      select_known)
+from editdecay.metrics.survival import flipped_column, survival_of_table
 from editdecay.pipeline.cache import StageCache, input_file_digests
 from editdecay.pipeline.resolved import edit_hparams, resolved_params, train_log_series
 
@@ -64,6 +68,7 @@ class TrialResult:
     cache_misses: list[str]
     per_edit: pd.DataFrame = field(repr=False)
     seconds: float = 0.0
+    native_missing: str | None = None  # why the native-fact control is not reported (metrics/native.py)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,7 +134,11 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
     keys: dict[str, str] = {"model": base_key, "records": records_key}
     log_datasets(run, cfg, records, records_key)
     edit_hp = edit_hparams(cfg, model)
-    native = native_control_records(cfg)  # never edited: the intrinsic-knowledge control
+    # The intrinsic-knowledge control: facts the base model knows, never edited (scored before any edit).
+    control, native_key = native_control(cfg, cache, model, tokenizer, base_key)
+    if native_key is not None:
+        keys["native"] = native_key
+    native = control.facts
 
     # -- base: evaluate the model as loaded
     base_eval, keys["eval.base"] = evaluate_stage(cache, cfg, "base", base_key, records, records_key,
@@ -190,28 +199,12 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
 
     # -- survival and logging
     evals = {"base": base_eval, "edit": edit_eval, "ftonly": ftonly_eval, "ft": ft_eval}
-    metrics: dict[str, float] = {}
     for group, ev in evals.items():
         if ev is not None:
-            metrics.update({f"{group}.{k}": v for k, v in ev["metrics"].items()})
             run.log_artifact(ev["dir"] / "ds_predictions.json", f"ds/{group}")  # DS answers, to read them
-    per_edit = per_edit_table(evals)
-    if edit_eval is not None and ft_eval is not None:
-        # One success rule for the counts and the per-edit table: ES of 1 (zsRE: every target token right).
-        succeeded = lambda pe: pe.assign(es=pe["es"] >= 1.0 - 1e-9)  # noqa: E731
-        flips = flip_table(succeeded(edit_eval["per_edit"]), succeeded(ft_eval["per_edit"]))
-        metrics.update(survival(flips["es_edited"].tolist(), flips["es_finetuned"].tolist()).as_metrics())
-        per_edit = per_edit.merge(flips[["case_id", "flipped"]], on="case_id", how="left")
-    # -- the intrinsic-knowledge control: the same FT on facts nobody edited
-    if native:
-        native_metrics, native_table = native_summary({g: ev["native"] for g, ev in evals.items() if ev is not None})
-        metrics.update(native_metrics)
-        run.log_text(native_table.to_csv(index=False), "results/native_facts.csv")
-    run.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
+    metrics, per_edit = log_results(run, evals, control)
     for row in curve:
         run.log_metrics({f"curve.{k}": v for k, v in row.items() if k in ("es", "ps", "ns")}, step=int(row["step"]))
-    run.log_text(per_edit.to_csv(index=False), "results/per_edit.csv")
-    run.log_table(per_edit, "results/per_edit_table.json")  # the same rows, shown as a grid in the UI
     run.log_params(resolved_params(cfg, edit_hp, len(records),
                                    [out for out in (ftonly_out, ft_out) if out is not None]))
     run.log_dict(metrics, "results/metrics.json")
@@ -219,7 +212,7 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
                   "editdecay.cache_hits": ",".join(cache.hits), "editdecay.cache_misses": ",".join(cache.misses)})
     seconds = time.perf_counter() - start
     run.log_metrics({"trial.seconds": seconds})
-    return TrialResult(run.run_id, metrics, keys, cache.hits, cache.misses, per_edit, seconds)
+    return TrialResult(run.run_id, metrics, keys, cache.hits, cache.misses, per_edit, seconds, control.missing)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -333,13 +326,40 @@ def evaluate_stage(cache: StageCache, cfg: TrialConfig, group: str, model_key: s
             "dir": out}, key
 
 
-def native_control_records(cfg: TrialConfig) -> list[EditRecord]:
-    """``eval.native_facts`` records not in the edit batch: the intrinsic-knowledge control."""
-    from editdecay.editing.run import split_edit_dataset
+def native_control(cfg: TrialConfig, cache: StageCache, model, tokenizer,
+                   base_key: str) -> tuple[NativeControl, str | None]:
+    """The native facts (:mod:`editdecay.metrics.native`): the candidate pool, disjoint from the edit
+    batch and the fine-tuning data, scored on the base model in order until ``eval.native_facts`` are
+    known. A stage keyed by the base model and the pool itself (trials sharing both, e.g. every FT
+    setting and seed of an edit batch, score it once); it keeps which facts were found and the base
+    model's scores of every candidate tried (``scored.parquet``)."""
+    from editdecay.editing.run import native_candidates
 
-    if cfg.eval.native_facts == 0:
-        return []
-    return native_records(*split_edit_dataset(cfg), cfg.eval.native_facts)
+    ev = cfg.eval
+    if ev.native_facts == 0:
+        return NativeControl([], 0, 0, 0, ev.native_min_facts), None
+    batch, candidates, finetune_questions = native_candidates(cfg)
+    pool = native_pool(batch, candidates, finetune_questions)
+
+    def build(out: Path) -> None:
+        scored: list[pd.DataFrame] = []
+
+        def known(part: list[EditRecord]) -> list[bool]:
+            scored.append(evaluate_native(model, tokenizer, part, ev.batch_size))
+            return scored[-1]["known"].tolist()
+
+        found, tried = select_known(pool.candidates, known, ev.native_facts, chunk=ev.batch_size)
+        atomic_write_json(out / "native.json", {"case_ids": [str(r.case_id) for r in found], "tried": tried})
+        table = pd.concat(scored, ignore_index=True) if scored else evaluate_native(model, tokenizer, [])
+        table.to_parquet(out / "scored.parquet", index=False)
+
+    inputs = {"model": base_key, "pool": stable_hash([r.to_dict() for r in pool.candidates], length=16),
+              "n": ev.native_facts, "rule": KNOWN_RULE}
+    out, key = cache.get_or_build("native", inputs, build)
+    info = json.loads((out / "native.json").read_text())
+    by_id = {str(r.case_id): r for r in pool.candidates}
+    return NativeControl([by_id[c] for c in info["case_ids"]], info["tried"], len(pool.candidates), ev.native_facts,
+                         ev.native_min_facts, pool.excluded), key
 
 
 def log_datasets(run, cfg: TrialConfig, records: list[EditRecord], records_key: str) -> None:
@@ -353,6 +373,32 @@ def log_datasets(run, cfg: TrialConfig, records: list[EditRecord], records_key: 
         source = data.path or f"world:seed={cfg.world.seed}"
         run.log_dataset(f"finetune-{data.source}", source, "train",
                         digest=stable_hash({**data.model_dump(mode="json"), "world": cfg.world.seed}, length=8))
+
+
+def log_results(run, evals: dict[str, dict[str, Any] | None], control: NativeControl) -> tuple[dict[str, float], pd.DataFrame]:
+    """The trial's metrics and per-edit table from the groups' evaluations, logged to ``run``: every
+    group's ES/PS/NS/DS, survival (metrics/survival.py) computed from the per-edit table logged as
+    ``results/per_edit.csv`` — the table the report reads — and the native-fact control."""
+    metrics: dict[str, float] = {}
+    for group, ev in evals.items():
+        if ev is not None:
+            metrics.update({f"{group}.{k}": v for k, v in ev["metrics"].items()})
+    per_edit = per_edit_table(evals)
+    if evals.get("edit") is not None and evals.get("ft") is not None:
+        metrics.update(survival_of_table(per_edit).as_metrics())
+        per_edit["flipped"] = flipped_column(per_edit)
+    # -- the intrinsic-knowledge control: the same FT on facts nobody edited
+    metrics.update(control.metrics())
+    if control.facts:
+        native_metrics, native_table = native_summary({g: ev["native"] for g, ev in evals.items() if ev is not None})
+        metrics.update(native_metrics)
+        run.log_text(native_table.to_csv(index=False), "results/native_facts.csv")
+    elif control.missing:
+        run.set_tags({"editdecay.native_missing": control.missing})
+    run.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
+    run.log_text(per_edit.to_csv(index=False), "results/per_edit.csv")
+    run.log_table(per_edit, "results/per_edit_table.json")  # the same rows, shown as a grid in the UI
+    return metrics, per_edit
 
 
 def per_edit_table(evals: dict[str, dict[str, Any] | None]) -> pd.DataFrame:

@@ -216,13 +216,18 @@ class Tracker:
         from mlflow.entities import DatasetInput, InputTag
 
         try:
-            src = resolve_dataset_source(source)
+            with warnings.catch_warnings():
+                # MLflow registers LocalArtifactDatasetSource twice (for the schemes "" and "file"), so
+                # every local path "can be interpreted in multiple ways" — both ways are the same class.
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple",
+                                        category=UserWarning)
+                src = resolve_dataset_source(source)
         except Exception:  # generated data (the fact world): no file to point at; resolvers raise various errors
             src = CodeDatasetSource({"editdecay.source": source})
         if table is not None:
-            with warnings.catch_warnings():  # "integer columns cannot represent missing values": ours have none
-                warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(table, source=src, name=name, digest=digest)
+            dataset = mlflow.data.from_pandas(table, source=src, name=name, digest=digest)
+            # Declared, not inferred: inference warns about integer columns on every trial.
+            dataset.schema = declared_schema(table)
         else:
             dataset = MetaDataset(src, name=name, digest=digest)
         inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])]
@@ -335,8 +340,9 @@ def _ended_as_it_went(tracker: "Tracker") -> Iterator[None]:
     status = None
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         status = "KILLED"
+        err.killed_runs = [*getattr(err, "killed_runs", []), tracker.run_id]  # for the CLI's message
         raise
     except BaseException:
         status = "FAILED"
@@ -348,6 +354,16 @@ def _ended_as_it_went(tracker: "Tracker") -> Iterator[None]:
     finally:
         # No error: end_status, read now because the block may set it (a sweep with failed trials)
         tracker.client.set_terminated(tracker.run_id, status=status or tracker.end_status)
+
+
+def declared_schema(table):
+    """The MLflow schema of a DataFrame, from its dtypes: integers ``long``, floats ``double``,
+    booleans ``boolean``, anything else ``string``; a column with a missing value is optional."""
+    from mlflow.types import ColSpec, DataType, Schema
+
+    kinds = {"i": DataType.long, "u": DataType.long, "f": DataType.double, "b": DataType.boolean}
+    return Schema([ColSpec(kinds.get(table[c].dtype.kind, DataType.string), str(c),
+                           required=not bool(table[c].isna().any())) for c in table.columns])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -22,9 +22,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from filelock import FileLock
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup
+
+from editdecay.accelerators import name_deepspeed_accelerator
+
+name_deepspeed_accelerator()  # before transformers imports DeepSpeed, which warns when it has to guess
+
+from filelock import FileLock  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders  # noqa: E402
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast, get_cosine_schedule_with_warmup  # noqa: E402
 
 from editdecay.config import ToyModelConfig, TrialConfig, WorldConfig, stable_hash
 from editdecay.io import umask_tree
