@@ -35,6 +35,13 @@ class EditHparams:
     # batch (measured on CPU at 1,000 edits: 13.5 s in chunks of 100 vs 26.7 s at once, padding
     # grows with the batch); None: every request in one batch.
     z_batch_size: int | None = 128
+    # ... and at most this many padded tokens (sequences × width) per z forward/backward: autograd
+    # keeps every activation above the z layer for the backward, so memory grows with it (SmolLM2:
+    # ~0.5 MB per token; 50 edits in one batch passed 10 GB). None: no token limit.
+    z_max_tokens: int | None = 2048
+    # A request stops optimising once its z loss is below this (the reference's early stop, 5e-2);
+    # 0 runs every request for v_num_grad_steps.
+    z_stop_loss: float = 5e-2
     # Compute the blocks up to the z layer once, not every z step (they do not depend on δ). False
     # is the reference's design (the benchmark's baseline); the results are the same.
     reuse_prefix: bool = True
