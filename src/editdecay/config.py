@@ -158,7 +158,7 @@ class EditConfig(Section):
     fact_token: Literal["subject_last", "last"] | None = None
     # Requests per z forward/backward (None: the table's default, 128).
     z_batch_size: int | None = Field(None, ge=1)
-    # ... and at most this many padded tokens per z forward/backward (bounds memory; None: the table's, 2048).
+    # ... and at most this many padded tokens per z forward/backward (bounds memory; None: the table's).
     z_max_tokens: int | None = Field(None, ge=1)
     # A request's z optimisation stops once its loss is below this (None: the reference's 5e-2; 0: never).
     z_stop_loss: float | None = Field(None, ge=0)
