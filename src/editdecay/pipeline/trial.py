@@ -9,7 +9,9 @@ Reads top to bottom like a torchtune recipe. Four model groups, as in the study:
 
 Every stage's output is a content-addressed directory in the stage cache
 (:mod:`editdecay.pipeline.cache`), keyed by exactly what determines it, so trials that share a
-stage (same edits, different fine-tuning) build it once. The trial owns no hidden state: what it
+stage (same edits, different fine-tuning) build it once; the edit's target vectors z are a stage
+of their own (``z``, :mod:`editdecay.editing.targets`), shared by MEMIT and AlphaEdit and by every
+λ / α / null-space threshold on the same records. The trial owns no hidden state: what it
 needs is passed in, what it makes is returned and logged.
 
 The base weights are loaded once per trial and every group is derived from them in memory:
