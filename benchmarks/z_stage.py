@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=20)
     ap.add_argument("--steps", type=int, default=None, help="edit.v_num_grad_steps (default: the row's)")
     ap.add_argument("--variants", default="full,stop")
+    ap.add_argument("--parallel", action="store_true", help="run the variants at the same time (a loaded machine)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
@@ -131,13 +132,21 @@ def main() -> None:
           f"{'stopped':>8} {'chunks':>6} {'ES':>6} {'PS':>6} {'NS':>6}")
     print(f"{'base':<8} {'':>9} {'':>8} {'':>11} {'':>10} {'':>6} {'':>8} {'':>6} {base['es']:6.1%} {base['ps']:6.1%} {base['ns']:6.1%}")
     results = []
-    for name in args.variants.split(","):
-        cmd = [sys.executable, __file__, "--child", name, "--config", args.config, "--records", str(args.records),
-               *(["--steps", str(args.steps)] if args.steps is not None else []), *args.overrides]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode != 0 or not line:
-            print(f"{name}: failed (exit {proc.returncode})\n{proc.stderr[-3000:]}")
+    names = args.variants.split(",")
+    cmds = [[sys.executable, __file__, "--child", name, "--config", args.config, "--records", str(args.records),
+             *(["--steps", str(args.steps)] if args.steps is not None else []), *args.overrides] for name in names]
+    if args.parallel:  # on a shared machine: both variants see the same load (compare CPU seconds, not wall)
+        procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+        outputs = [(p.communicate(), p.returncode) for p in procs]
+    else:
+        outputs = []
+        for c in cmds:
+            p = subprocess.run(c, capture_output=True, text=True)
+            outputs.append(((p.stdout, p.stderr), p.returncode))
+    for name, ((stdout, stderr), rc) in zip(names, outputs):
+        line = [x for x in stdout.splitlines() if x.startswith("RESULT ")]
+        if rc != 0 or not line:
+            print(f"{name}: failed (exit {rc})\n{stderr[-3000:]}")
             continue
         r = json.loads(line[-1][len("RESULT "):])
         results.append(r)
