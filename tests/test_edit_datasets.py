@@ -282,6 +282,32 @@ def test_mcf_source(tmp_path):
         load("mcf", write_json(tmp_path / "bad.json", bad))
 
 
+COUNTERFACT_SAMPLE = REPO / "data" / "counterfact" / "counterfact_sample.json"
+
+
+def test_real_counterfact_sample_loads(tmp_path):
+    """The vendored 300 real CounterFact records (data/counterfact/README.md) through the loader."""
+    records = load("counterfact", COUNTERFACT_SAMPLE)
+    assert len(records) == 300
+    first = records[0]
+    assert (first.case_id, first.subject, first.rewrite_prompt, first.target_new, first.target_true) == (
+        0, "Danielle Darrieux", "The mother tongue of Danielle Darrieux is", "English", "French")
+    assert first.paraphrase_prompts == ("Where Danielle Darrieux is from, people speak the language of",)
+    assert first.neighborhood_prompts == ("Michel Rocard is a native speaker of",)
+    ids = [r.case_id for r in records]
+    assert ids == sorted(set(ids)) and ids[-1] == 673  # CounterFact's own case ids, in file order
+    assert len({r.subject for r in records}) == 300
+    for r in records:
+        assert r.style == "counterfact" and r.prompt.count("{}") == 1
+        assert r.subject in r.rewrite_prompt and r.target_new != r.target_true
+        assert len(r.paraphrase_prompts) == 1 and r.neighborhood_answers == (r.target_true,)
+    # Read as a Hugging Face `datasets` JSON file in the same format, it gives the same records
+    # (a copy: `load` puts the datasets cache beside the file).
+    copy = tmp_path / "counterfact_sample.json"
+    copy.write_bytes(COUNTERFACT_SAMPLE.read_bytes())
+    same(load("hf", copy, hf_format="counterfact"), records)
+
+
 # --------------------------------------------------------------------------------------------
 # Our own record shape
 

@@ -144,6 +144,49 @@ def test_frozen_prefix_gives_the_reference_z_and_restores_the_blocks(arch, toy_w
     assert list(model.get_submodule(_prefix(arch))) == blocks  # the real blocks are back in place
 
 
+def test_a_request_that_stops_early_leaves_the_batch_and_every_z_is_its_own(toy_model, stats_cfg, toy_records):
+    """Requests stop at different steps (a loose stop loss) and leave the batch; each z still equals
+    the z of that request optimised alone (the reference's one-request loop), in any chunking."""
+    from editdecay.editing.memit import compute_zs, context_templates
+
+    model, tok = toy_model
+    hp = dataclasses.replace(resolve_hparams(model, stats_cfg.edit), v_num_grad_steps=12, z_stop_loss=2.5)
+    templates = context_templates(model, tok, hp.n_context_templates, hp.context_template_length)
+    batch = toy_records[:8]
+    together, info = compute_zs(model, tok, batch, hp, templates)
+    alone = [compute_zs(model, tok, [r], dataclasses.replace(hp, reuse_prefix=False), templates) for r in batch]
+    steps = [a[1]["z.steps"] for a in alone]
+    assert len(set(steps)) > 1 and 0 < min(steps) < hp.v_num_grad_steps - 1  # some stopped, at different steps
+    assert info["z.steps"] == pytest.approx(sum(steps) / len(steps)) and info["z.converged"] > 0
+    torch.testing.assert_close(together, torch.cat([a[0] for a in alone]), rtol=1e-4, atol=1e-5)
+    tight, tight_info = compute_zs(model, tok, batch, dataclasses.replace(hp, z_max_tokens=150), templates)
+    assert tight_info["z.chunks"] > 1
+    torch.testing.assert_close(tight, together, rtol=1e-4, atol=1e-5)
+
+
+def test_the_z_stage_gives_the_editors_own_z_and_refuses_other_records(toy_model, stats_cfg, toy_records, tmp_path):
+    from editdecay.editing.targets import Targets, compute_targets
+
+    model, tok = toy_model
+    hp = fast_hp(model, stats_cfg)
+    C = moments(model, tok, stats_cfg, hp.layers)
+    records = toy_records[:5]
+    own = get_editor("memit", hp).edit(model, tok, records, C)
+    own.revert(model)
+    compute_targets(model, tok, records, hp).save(tmp_path)
+    targets = Targets.load(tmp_path)  # as the pipeline reads it from the z stage
+    staged = run_edits(get_editor("memit", hp), model, tok, records, C, targets=targets)
+    staged.revert(model)
+    for layer in hp.layers:
+        torch.testing.assert_close(staged.deltas.layers[layer].matrix(), own.deltas.layers[layer].matrix())
+    with pytest.raises(EditError, match="computed for 5 other records"):
+        run_edits(get_editor("memit", hp), model, tok, toy_records[1:6], C, targets=targets)
+    with pytest.raises(EditError, match="other z hyperparameters"):
+        run_edits(get_editor("alphaedit", dataclasses.replace(hp, v_lr=0.1)), model, tok, records, C, targets=targets)
+    with pytest.raises(EditError, match="need one batch"):
+        run_edits(get_editor("memit", hp), model, tok, records, C, chunk_size=2, targets=targets)
+
+
 def _prefix(arch: str) -> str:
     return "transformer.h" if arch == "gpt2" else "model.layers"
 

@@ -93,3 +93,18 @@ def test_alphaedit_edits_take_on_real_zsre(smollm2_dir, mlflow_server, tmp_path)
     m = run_edit(_small_cfg(mlflow_server, "alphaedit"), tmp_path / "edit")  # the edit stage alone: no FT
     assert m["edit.es"] >= m["base.es"] + 0.3, m
     assert abs(m["edit.ns"] - m["base.ns"]) <= 0.05, m
+
+
+def test_memit_edits_take_on_real_counterfact(smollm2_dir, tmp_path):
+    """A handful of the vendored real CounterFact records (data/counterfact/README.md) edited on SmolLM2."""
+    from editdecay.editing.run import run_edit
+
+    cfg = load_config(REPO / "configs" / "smollm2.yaml", [
+        f"cache_dir={TEST_CACHE}", *SMALL, "edit.num_edits=4", "data.source=counterfact",
+        f"data.path={REPO / 'data' / 'counterfact' / 'counterfact_sample.json'}"])
+    m = run_edit(cfg, tmp_path / "edit")
+    # ES: P(target_new) > P(target_true) after the prompt. The model prefers the true fact before,
+    # the counterfactual after; NS: the neighbours keep their true answer (one probe each).
+    assert m["base.es"] <= 0.25 and m["edit.es"] >= 0.75, m
+    assert m["edit.ns"] >= m["base.ns"] - 0.25, m
+    assert m["edit.n_edits"] == 4

@@ -67,6 +67,27 @@ def test_trial_logs_everything_and_second_run_reuses_every_stage(mlflow_server, 
     assert second.metrics["survival.efr"] == m["survival.efr"] and second.run_id != first.run_id
 
 
+def test_z_is_built_once_for_both_editors_and_a_lambda_change_rebuilds_only_the_update(tmp_path, toy_model_dir):
+    """The z stage (editing/targets.py): MEMIT and AlphaEdit on the same records read one z; λ is
+    an update hyperparameter (edit stage only); a z hyperparameter makes a new z."""
+    (tmp_path / "toy").symlink_to(TEST_CACHE.resolve() / "toy")  # the toy model; every stage built fresh here
+    base = [f"cache_dir={tmp_path}", "edit.num_edits=6", "edit.v_num_grad_steps=4", "finetune.method=none",
+            "eval.ds_max_examples=4", "eval.native_facts=0", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    trial = lambda *extra: run_trial(load_config(REPO / "configs" / "tiny.yaml", [*base, *extra]))  # noqa: E731
+    memit = trial("edit.method=memit")
+    alpha = trial("edit.method=alphaedit")
+    lam = trial("edit.method=memit", "edit.mom2_weight=500")
+    lr = trial("edit.method=memit", "edit.v_lr=0.2")
+    assert "z" in memit.cache_misses and "edit" in memit.cache_misses
+    for shared in (alpha, lam):
+        assert "z" in shared.cache_hits and "z" not in shared.cache_misses and "edit" in shared.cache_misses
+        assert shared.stage_keys["z"] == memit.stage_keys["z"] and shared.stage_keys["edit"] != memit.stage_keys["edit"]
+    assert "z" in lr.cache_misses and lr.stage_keys["z"] != memit.stage_keys["z"]
+    assert len(list((tmp_path / "stages" / "z").glob("*/z.safetensors"))) == 2
+    # The edits took with the shared z (MEMIT at 6 edits, 4 z steps on the tiny model).
+    assert memit.metrics["edit.es"] > memit.metrics["base.es"] and alpha.metrics["edit.es"] > alpha.metrics["base.es"]
+
+
 @pytest.mark.slow
 def test_destructive_finetuning_lowers_native_retention(mlflow_server, toy_model_dir):
     # LoRA at lr 0.3 for 12 steps wrecks the model: the control must see the model's own facts go.

@@ -159,6 +159,10 @@ class EditConfig(Section):
     fact_token: Literal["subject_last", "last"] | None = None
     # Requests per z forward/backward (None: the table's default, 128).
     z_batch_size: int | None = Field(None, ge=1)
+    # ... and at most this many padded tokens per z forward/backward (bounds memory; None: the table's).
+    z_max_tokens: int | None = Field(None, ge=1)
+    # A request's z optimisation stops once its loss is below this (None: the reference's 5e-2; 0: never).
+    z_stop_loss: float | None = Field(None, ge=0)
     # AlphaEdit (Fang et al. 2025): null-space threshold on C's eigenvalues, and the L2 weight α.
     nullspace_threshold: float | None = Field(None, gt=0)
     nullspace_mode: Literal["absolute", "relative"] | None = None

@@ -122,14 +122,21 @@ class _Replay(torch.nn.Module):
         return hidden if self.tuple_rest is None else (hidden, *self.tuple_rest)
 
 
+RowSelect = Callable[[torch.Tensor, int], None]
+
+
 @contextmanager
-def frozen_prefix(model: torch.nn.Module, block_paths: list[str], run_once: Callable[[], None]) -> Iterator[None]:
+def frozen_prefix(model: torch.nn.Module, block_paths: list[str], run_once: Callable[[], None]) -> Iterator[RowSelect]:
     """Blocks ``block_paths[:-1]`` and ``block_paths[-1]`` (the block whose output δ is added to)
     do not depend on δ: run the model once (``run_once``) recording the last one's output, then
     replace the earlier blocks by pass-throughs and the last by a replay of its output, so every z
     step computes only the blocks after it. The reference recomputes them every step; the result is
     the same (tests compare both), the work per step falls by the prefix's share of the layers.
-    Hooks registered on the last block's module must be registered on ``model`` after entering."""
+    Hooks registered on the last block's module must be registered on ``model`` after entering.
+
+    Yields ``select(rows, width)``: from then on the replay returns the recorded output of those
+    batch rows, cut to the first ``width`` positions (the caller then feeds the same rows and
+    width): converged requests leave the batch without recomputing anything."""
     from editdecay.arch import get_module
 
     recorded: dict[str, object] = {}
@@ -143,14 +150,21 @@ def frozen_prefix(model: torch.nn.Module, block_paths: list[str], run_once: Call
         run_once()
     out = recorded["out"]
     rest = None if torch.is_tensor(out) else tuple(out[1:])
+    hidden = out if torch.is_tensor(out) else out[0]
+    replay = _Replay(out, rest)
+
+    def select(rows: torch.Tensor, width: int) -> None:
+        part = hidden[rows, :width]
+        replay.output = part if rest is None else (part, *rest)
+
     swapped: list[tuple[torch.nn.ModuleList, int, torch.nn.Module]] = []
     try:
         for i, path in enumerate(block_paths):
             parent_path, index = path.rsplit(".", 1)
             parent = get_module(model, parent_path)
             swapped.append((parent, int(index), parent[int(index)]))
-            parent[int(index)] = _Replay(out if i == len(block_paths) - 1 else None, rest)
-        yield
+            parent[int(index)] = replay if i == len(block_paths) - 1 else _Replay(None, rest)
+        yield select
     finally:
         for parent, index, module in reversed(swapped):
             parent[index] = module

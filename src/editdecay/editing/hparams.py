@@ -35,6 +35,14 @@ class EditHparams:
     # batch (measured on CPU at 1,000 edits: 13.5 s in chunks of 100 vs 26.7 s at once, padding
     # grows with the batch); None: every request in one batch.
     z_batch_size: int | None = 128
+    # ... and at most this many padded tokens (sequences × width) per z forward/backward: autograd
+    # keeps every activation above the z layer for the backward, so memory grows with it (SmolLM2:
+    # ~0.5 MB per token; 50 edits in one batch passed 10 GB). None: no token limit (the toy, whose
+    # activations are small and whose steps are overhead-bound: chunks there only cost time).
+    z_max_tokens: int | None = None
+    # A request stops optimising once its z loss is below this (the reference's early stop, 5e-2);
+    # 0 runs every request for v_num_grad_steps.
+    z_stop_loss: float = 5e-2
     # Compute the blocks up to the z layer once, not every z step (they do not depend on δ). False
     # is the reference's design (the benchmark's baseline); the results are the same.
     reuse_prefix: bool = True
@@ -46,21 +54,25 @@ class EditHparams:
     alpha: float = 10.0
 
 
+# The z token budget of the real-model rows (z_max_tokens): SmolLM2-135M keeps ~0.5 MB of
+# activations per token above its z layer, so 2,048 tokens hold ~1 GB (benchmarks/z_stage.py).
+REAL_Z_TOKENS = 2048
+
 # Keyed by a name that `_model_key` derives from the model's config.
 HPARAMS: dict[str, EditHparams] = {
     "gpt2-xl": EditHparams(layers=(13, 14, 15, 16, 17), mom2_weight=20000.0, v_num_grad_steps=20, v_lr=0.5,
-                           clamp_norm_factor=0.75, kl_factor=0.0625, v_weight_decay=0.5),
+                           clamp_norm_factor=0.75, kl_factor=0.0625, v_weight_decay=0.5, z_max_tokens=REAL_Z_TOKENS),
     "gpt-j-6b": EditHparams(layers=(3, 4, 5, 6, 7, 8), mom2_weight=15000.0, v_num_grad_steps=25, v_lr=0.5,
-                            clamp_norm_factor=0.75, kl_factor=0.0625, v_weight_decay=0.5),
+                            clamp_norm_factor=0.75, kl_factor=0.0625, v_weight_decay=0.5, z_max_tokens=REAL_Z_TOKENS),
     "llama-2-7b": EditHparams(layers=(4, 5, 6, 7, 8), mom2_weight=15000.0, v_num_grad_steps=25, v_lr=0.1,
-                              clamp_norm_factor=4.0, kl_factor=0.0625, v_weight_decay=1e-3),
+                              clamp_norm_factor=4.0, kl_factor=0.0625, v_weight_decay=1e-3, z_max_tokens=REAL_Z_TOKENS),
     "llama-3-8b": EditHparams(layers=(4, 5, 6, 7, 8), mom2_weight=15000.0, v_num_grad_steps=25, v_lr=0.1,
-                              clamp_norm_factor=4.0, kl_factor=0.0625, v_weight_decay=1e-3),
+                              clamp_norm_factor=4.0, kl_factor=0.0625, v_weight_decay=1e-3, z_max_tokens=REAL_Z_TOKENS),
     # SmolLM2-135M-Instruct (Llama-type, 30 layers, 576 wide; model.name: smollm2-135m). Layers 4-8 as
     # the Llama rows, v_lr 0.5; λ measured on 20 real zsRE edits (benchmarks/README.md, "SmolLM2-135M"):
     # MEMIT ES 72 % at λ 1,500, 85 % at 500, 89 % at 200, NS unchanged at each; 15,000 gives 15 %.
     "smollm2-135m": EditHparams(layers=(4, 5, 6, 7, 8), mom2_weight=500.0, v_num_grad_steps=25, v_lr=0.5,
-                                clamp_norm_factor=4.0, kl_factor=0.0625, v_weight_decay=1e-3),
+                                clamp_norm_factor=4.0, kl_factor=0.0625, v_weight_decay=1e-3, z_max_tokens=REAL_Z_TOKENS),
     # The toy model (a few layers, ~100-500 wide, trained on the fact world). Its subjects are one
     # word-level token, copied forward by the first attention layer: patching the subject's hidden
     # state at any block output changes no answer (measured), so facts are read at the prompt's

@@ -11,10 +11,11 @@ For a batch of requests (subject s, prompt p, new target o*):
    subject's last token is shifted by δ, optimised with Adam to maximise P(o* | template + p) over
    every template, plus ``kl_factor`` · KL(P(· | "{s} is a") ‖ its value at δ=0) and
    ``v_weight_decay`` · ‖δ‖ / ‖z₀‖², with ‖δ‖ clamped to ``clamp_norm_factor`` · ‖z₀‖ after each
-   step and a request stopping early once its loss is below 0.05. The reference optimises one
-   request at a time; here every request has its own row of δ and all of them share one
-   forward/backward (attention never mixes sequences, and Adam is elementwise, so each row
-   follows the same trajectory it would alone).
+   step and a request stopping early once its loss is below ``z_stop_loss`` (the reference's
+   0.05). The reference optimises one request at a time; here every request has its own row of
+   δ and a chunk of them shares one forward/backward (attention never mixes sequences, and Adam
+   is elementwise, so each row follows the same trajectory it would alone); a request that
+   stopped leaves the batch, and the blocks up to the z layer run once, not every step.
 3. **Spread over layers** (:meth:`MemitSession.edit`): for each edited layer l in order, keys K
    (MLP-output-projection inputs at the subject's last token: half the plain prompt, half the mean
    over the generated templates, as the reference averages per template group) and the residual
@@ -50,10 +51,10 @@ from editdecay.editing.common import (
 from editdecay.editing.deltas import EditDeltas, LayerDelta, WeightSnapshot
 from editdecay.editing.hparams import EditHparams
 from editdecay.editing.registry import EditResult
+from editdecay.editing.targets import Targets
 
 TEMPLATE_PREFIXES = ("The", "Therefore", "Because", "I", "You")
 KL_PROMPT = "{} is a"
-EARLY_STOP_LOSS = 5e-2
 FORWARD_ROWS = 256  # sequences per no-grad forward when reading keys and outputs
 
 
@@ -160,6 +161,39 @@ def layer_outputs(model, tokenizer, records: Sequence[EditRecord], layer: int, f
 
 
 @dataclass
+class _ZRequest:
+    """One request's sequences: the prompt under every template (reading prompt + target[:-1]),
+    then the KL prompt; the target tokens to predict as (sequence, position, token, weight)."""
+
+    seqs: list[list[int]]
+    lookup: list[int]
+    targets: list[tuple[int, int, int, float]]
+
+    @property
+    def width(self) -> int:
+        return max(len(s) for s in self.seqs)
+
+
+def _z_request(tokenizer, r: EditRecord, templates: list[str], fact_token: str) -> _ZRequest:
+    seqs, lookup, targets = [], [], []
+    for t, c in enumerate(templates):
+        text, span = fill(r.prompt, r.subject, context=c)
+        enc = encode(tokenizer, text, span, target=r.target_new, fact_token=fact_token)
+        inp = enc.ids[:-1]  # the model reads prompt + target[:-1] and predicts each target token
+        first = len(inp) - enc.n_target
+        # weight 1 / (n_target · n_templates): mean NLL per prompt, mean over prompts
+        targets += [(t, first + k, enc.ids[first + k + 1], 1.0 / (enc.n_target * len(templates)))
+                    for k in range(enc.n_target)]
+        seqs.append(inp)
+        lookup.append(enc.lookup)
+    text, span = fill(KL_PROMPT, r.subject)
+    enc = encode(tokenizer, text, span, fact_token=fact_token)
+    seqs.append(enc.ids)
+    lookup.append(enc.lookup)
+    return _ZRequest(seqs, lookup, targets)
+
+
+@dataclass
 class _ZBatch:
     ids: torch.Tensor  # [N, T]
     mask: torch.Tensor
@@ -169,130 +203,175 @@ class _ZBatch:
     tgt_rows: torch.Tensor  # [M] (row, position, token) of every target token to predict
     tgt_pos: torch.Tensor
     tgt_tok: torch.Tensor
-    tgt_weight: torch.Tensor  # [M] 1 / (n_target · n_templates): mean NLL per prompt, mean over prompts
+    tgt_weight: torch.Tensor  # [M]
     kl_rows: torch.Tensor  # [n_req] the row of each request's KL prompt
 
 
-def _z_batch(tokenizer, records: Sequence[EditRecord], templates: list[str], device, fact_token: str) -> _ZBatch:
+def _z_batch(requests: list[_ZRequest], pad_token: int, device) -> _ZBatch:
     seqs: list[list[int]] = []
     lookup, owner, init_rows, kl_rows = [], [], [], []
-    tgt_rows, tgt_pos, tgt_tok, tgt_weight = [], [], [], []
-    for j, r in enumerate(records):
-        for t, c in enumerate(templates):
-            text, span = fill(r.prompt, r.subject, context=c)
-            enc = encode(tokenizer, text, span, target=r.target_new, fact_token=fact_token)
-            row = len(seqs)
-            if t == 0:
-                init_rows.append(row)
-            inp = enc.ids[:-1]  # the model reads prompt + target[:-1] and predicts each target token
-            first = len(inp) - enc.n_target
-            for k in range(enc.n_target):
-                tgt_rows.append(row)
-                tgt_pos.append(first + k)
-                tgt_tok.append(enc.ids[first + k + 1])
-                tgt_weight.append(1.0 / (enc.n_target * len(templates)))
-            seqs.append(inp)
-            lookup.append(enc.lookup)
-            owner.append(j)
-        text, span = fill(KL_PROMPT, r.subject)
-        enc = encode(tokenizer, text, span, fact_token=fact_token)
-        kl_rows.append(len(seqs))
-        seqs.append(enc.ids)
-        lookup.append(enc.lookup)
-        owner.append(j)
-    ids, mask = pad(seqs, pad_id(tokenizer), device)
+    tgt: list[tuple[int, int, int, float]] = []
+    for j, q in enumerate(requests):
+        base = len(seqs)
+        init_rows.append(base)  # templates[0] is "{}"
+        kl_rows.append(base + len(q.seqs) - 1)
+        tgt += [(base + t, pos, tok, w) for t, pos, tok, w in q.targets]
+        seqs += q.seqs
+        lookup += q.lookup
+        owner += [j] * len(q.seqs)
+    ids, mask = pad(seqs, pad_token, device)
     t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=device)  # noqa: E731
-    return _ZBatch(ids, mask, t(lookup), t(owner), t(init_rows), t(tgt_rows), t(tgt_pos), t(tgt_tok),
-                   t(tgt_weight, torch.float32), t(kl_rows))
+    rows, pos, tok, weight = zip(*tgt)
+    return _ZBatch(ids, mask, t(lookup), t(owner), t(init_rows), t(rows), t(pos), t(tok), t(weight, torch.float32),
+                   t(kl_rows))
+
+
+def z_chunks(requests: list[_ZRequest], max_requests: int | None, max_tokens: int | None) -> list[list[int]]:
+    """Request indices per z forward/backward: at most ``max_requests`` requests and (``max_tokens``)
+    sequences × padded width. Requests are grouped by length (less padding), each chunk optimised
+    on its own: every request's δ depends only on its own sequences, so the grouping changes no
+    result beyond rounding. The activations autograd keeps for one step grow with sequences ×
+    width × the layers above the z layer (SmolLM2-135M: about 0.5 MB per token, so 20 requests
+    of 7 sequences in one batch held 3 GB); the token budget bounds them."""
+    order = sorted(range(len(requests)), key=lambda i: requests[i].width)
+    chunks: list[list[int]] = []
+    rows = width = 0
+    for i in order:
+        q = requests[i]
+        w = max(width, q.width)
+        full = chunks and (
+            (max_requests is not None and len(chunks[-1]) >= max_requests)
+            or (max_tokens is not None and (rows + len(q.seqs)) * w > max_tokens))
+        if not chunks or full:
+            chunks.append([])
+            rows = width = 0
+            w = q.width
+        chunks[-1].append(i)
+        rows += len(q.seqs)
+        width = w
+    return chunks
 
 
 def compute_zs(model, tokenizer, records: Sequence[EditRecord], hp: EditHparams, templates: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
-    """z: [n, d_model] for every request (chunks of ``hp.z_batch_size`` requests per forward/backward)."""
-    size = hp.z_batch_size or len(records)
-    zs, norms, losses = [], [], []
+    """z: [n, d_model] for every request, optimised in chunks (:func:`z_chunks`); the dict holds the
+    mean ‖δ‖, the mean final loss, the mean number of optimizer steps a request took and the
+    fraction that reached the early-stop loss."""
+    requests = [_z_request(tokenizer, r, templates, hp.fact_token) for r in records]
+    chunks = z_chunks(requests, hp.z_batch_size, hp.z_max_tokens)
+    n = len(records)
+    z = torch.empty(0)
+    norms, losses, steps = torch.empty(n), torch.empty(n), torch.empty(n)
     requires = {name: p.requires_grad for name, p in model.named_parameters()}
     was_training = model.training
     model.eval()
     for p in model.parameters():  # gradients flow to δ only
         p.requires_grad_(False)
     try:
-        for start in range(0, len(records), size):
-            z, delta_norm, loss = _optimise_z(model, tokenizer, records[start : start + size], hp, templates)
-            zs.append(z)
-            norms.append(delta_norm)
-            losses.append(loss)
+        for chunk in chunks:
+            zc, norm_c, loss_c, steps_c = _optimise_z(model, tokenizer, [requests[i] for i in chunk], hp)
+            if z.numel() == 0:
+                z = torch.empty(n, zc.shape[1], dtype=zc.dtype, device=zc.device)
+            idx = torch.tensor(chunk)
+            z[idx.to(z.device)] = zc
+            norms[idx], losses[idx], steps[idx] = norm_c.cpu(), loss_c.cpu(), steps_c.cpu().float()
     finally:
         for name, p in model.named_parameters():
             p.requires_grad_(requires[name])
         model.train(was_training)
-    z = torch.cat(zs)
     check_finite(z, "target vectors z")
-    return z, {"z.delta_norm": float(torch.cat(norms).mean()), "z.final_loss": float(torch.cat(losses).mean())}
+    return z, {"z.delta_norm": float(norms.mean()), "z.final_loss": float(losses.mean()),
+               "z.steps": float(steps.mean()), "z.converged": float((losses < hp.z_stop_loss).float().mean()),
+               "z.chunks": float(len(chunks))}
 
 
-def _optimise_z(model, tokenizer, records: Sequence[EditRecord], hp: EditHparams,
-                templates: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _optimise_z(model, tokenizer, requests: list[_ZRequest], hp: EditHparams):
+    """(z, ‖δ‖, final loss, optimizer steps) per request of one chunk."""
     spec = arch_for(model)
     device = model_device(model)
-    b = _z_batch(tokenizer, records, templates, device, hp.fact_token)
-    n = len(records)
+    b = _z_batch(requests, pad_id(tokenizer), device)
+    n = len(requests)
     z_layer = max(hp.layers)
     body = model.base_model  # the transformer without the LM head (final norm included)
     head = get_module(model, spec.lm_head)
     d_model = mlp_out_dims(model, z_layer)[1]
     delta = torch.zeros(n, d_model, device=device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=hp.v_lr)
-    active = torch.ones(n, dtype=torch.bool, device=device)
+    view = {"rows": torch.arange(len(b.owner), device=device), "width": b.ids.shape[1]}
     state: dict[str, torch.Tensor] = {}
 
     def add_delta(_module, _args, output):
         h = hidden_of(output)
-        if "z_init" not in state:
+        rows = view["rows"]
+        if "z_init" not in state:  # the first forward has every request in the batch
             state["z_init"] = h[b.init_rows, b.lookup[b.init_rows]].detach().float()
-        h = h.index_put((torch.arange(len(b.owner), device=device), b.lookup), delta[b.owner].to(h.dtype), accumulate=True)
+        at = (torch.arange(len(rows), device=device), b.lookup[rows])
+        h = h.index_put(at, delta[b.owner[rows]].to(h.dtype), accumulate=True)
         return replace_hidden(output, h)
 
     def forward() -> torch.Tensor:
-        return body(input_ids=b.ids, attention_mask=b.mask, use_cache=False).last_hidden_state
+        rows, width = view["rows"], view["width"]
+        return body(input_ids=b.ids[rows, :width], attention_mask=b.mask[rows, :width],
+                    use_cache=False).last_hidden_state
 
     prefix = [spec.block_path(i) for i in range(z_layer + 1)]  # their outputs do not depend on δ
-    with frozen_prefix(model, prefix, forward) if hp.reuse_prefix else nullcontext():
+    with frozen_prefix(model, prefix, forward) if hp.reuse_prefix else nullcontext() as select:
         block = get_module(model, spec.block_path(z_layer))  # (its replay, when the prefix is frozen)
         with hooks([block.register_forward_hook(add_delta)]):
-            loss_req = _z_steps(forward, b, head, delta, opt, state, active, hp, n, device)
+            loss, steps = _z_steps(forward, b, head, delta, opt, state, view, select, hp, n, device)
     delta = delta.detach()
-    return state["z_init"] + delta, delta.norm(dim=1), loss_req.detach()
+    return state["z_init"] + delta, delta.norm(dim=1), loss, steps
 
 
-def _z_steps(forward, b, head, delta, opt, state, active, hp: EditHparams, n: int, device) -> torch.Tensor:
-    """The optimisation of δ: NLL of the targets + KL on the "{subject} is a" prompts + weight decay."""
-    loss_req = torch.zeros(n, device=device)
+def _z_steps(forward, b: _ZBatch, head, delta, opt, state, view, select, hp: EditHparams, n: int, device):
+    """The optimisation of δ: NLL of the targets + KL on the "{subject} is a" prompts + weight decay.
+
+    A request whose loss falls below ``hp.z_stop_loss`` stops there, as the reference's per-request
+    loop (MEMIT: 5e-2), and its sequences leave the batch: later steps compute only the requests
+    still optimising. Returns (final loss, optimizer steps taken) per request."""
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    final = torch.zeros(n, device=device)
+    steps = torch.zeros(n, dtype=torch.long, device=device)
     for it in range(hp.v_num_grad_steps):
         opt.zero_grad(set_to_none=True)
+        req = active.nonzero().squeeze(1)  # requests in this step's batch
+        if it > 0:  # step 0 already has every row (the first forward records z_init and the prefix)
+            rows = active[b.owner].nonzero().squeeze(1)
+            view["rows"], view["width"] = rows, int(b.mask[rows].sum(1).max())
+            if select is not None:
+                select(rows, view["width"])
+        at = torch.full((len(b.owner),), -1, dtype=torch.long, device=device)
+        at[view["rows"]] = torch.arange(len(view["rows"]), device=device)  # batch row -> row in this step
         hidden = forward()
         # LM head only where a loss is read: target positions and the KL prompts' subject token.
-        tgt_logp = torch.log_softmax(head(hidden[b.tgt_rows, b.tgt_pos]).float(), -1)
-        nll_tok = -tgt_logp.gather(1, b.tgt_tok[:, None]).squeeze(1) * b.tgt_weight
-        nll = torch.zeros(n, device=device).index_add(0, b.owner[b.tgt_rows], nll_tok)
-        kl_logp = torch.log_softmax(head(hidden[b.kl_rows, b.lookup[b.kl_rows]]).float(), -1)
+        keep = active[b.owner[b.tgt_rows]]
+        tgt_rows = b.tgt_rows[keep]
+        tgt_logp = torch.log_softmax(head(hidden[at[tgt_rows], b.tgt_pos[keep]]).float(), -1)
+        nll_tok = -tgt_logp.gather(1, b.tgt_tok[keep][:, None]).squeeze(1) * b.tgt_weight[keep]
+        nll = torch.zeros(n, device=device).index_add(0, b.owner[tgt_rows], nll_tok)
+        kl_rows = b.kl_rows[req]
+        kl_logp = torch.log_softmax(head(hidden[at[kl_rows], b.lookup[kl_rows]]).float(), -1)
         if "kl_init" not in state:
             state["kl_init"] = kl_logp.detach()
-        kl = (kl_logp.exp() * (kl_logp - state["kl_init"])).sum(-1)  # KL(now ‖ start), as the reference
+        kl_req = (kl_logp.exp() * (kl_logp - state["kl_init"][req])).sum(-1)  # KL(now ‖ start), as the reference
+        kl = torch.zeros(n, device=device).index_add(0, req, kl_req)
         z_init = state["z_init"]
         wd = hp.v_weight_decay * delta.norm(dim=1) / z_init.norm(dim=1) ** 2
         loss_req = nll + hp.kl_factor * kl + wd
-        active &= loss_req.detach() >= EARLY_STOP_LOSS  # a request that reached the goal stops here
+        final[req] = loss_req.detach()[req]
+        active &= final >= hp.z_stop_loss  # a request that reached the goal stops here
         if it == hp.v_num_grad_steps - 1 or not active.any():
             break
         (loss_req * active).sum().backward()
+        del hidden, tgt_logp, kl_logp, loss_req, nll, kl, nll_tok, kl_req  # this step's graph is gone
         before = delta.detach().clone()
         opt.step()
+        steps += active
         with torch.no_grad():
             delta[~active] = before[~active]
             max_norm = hp.clamp_norm_factor * z_init.norm(dim=1)
             norm = delta.norm(dim=1)
             delta.mul_(torch.where(norm > max_norm, max_norm / norm.clamp_min(1e-12), torch.ones_like(norm))[:, None])
-    return loss_req
+    return final, steps
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,14 +409,18 @@ class MemitSession:
         """Hook for session state that carries to the next batch (AlphaEdit)."""
 
     def edit(self, records: Sequence[EditRecord],
-             targets: tuple[torch.Tensor, dict[str, float]] | None = None) -> EditResult:
-        """``targets``: ``compute_zs``' result for these records, when already computed (z does not
-        depend on λ or the editor: benchmarks/smollm2_edit.py sweeps both over one z)."""
+             targets: Targets | tuple[torch.Tensor, dict[str, float]] | None = None) -> EditResult:
+        """``targets``: z for these records when already computed — the z stage's :class:`Targets`
+        (checked against the records and the z hyperparameters) or ``compute_zs``' result; z does
+        not depend on λ or the editor (:mod:`editdecay.editing.targets`)."""
         records = list(records)
         if not records:
             raise EditError("no edit records to apply")
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        if isinstance(targets, Targets):
+            targets.check(records, self.hp)
+            targets = targets.pair
         zs, z_norms = targets or compute_zs(self.model, self.tokenizer, records, self.hp, self.templates)
         timings["z"] = time.perf_counter() - t0
         z_layer = max(self.layers)

@@ -41,7 +41,8 @@ class EditResult:
 
 
 class EditSession(Protocol):
-    def edit(self, records: Sequence[EditRecord]) -> EditResult: ...
+    # targets: the z stage's editdecay.editing.targets.Targets for these records (None: compute z)
+    def edit(self, records: Sequence[EditRecord], targets=None) -> EditResult: ...
 
 
 class Editor(Protocol):
@@ -75,20 +76,25 @@ def get_editor(name: str, hparams: EditHparams) -> Editor:
 
 
 def run_edits(editor: Editor, model: torch.nn.Module, tokenizer, records: Sequence[EditRecord],
-              second_moments: dict[int, torch.Tensor], chunk_size: int | None = None) -> EditResult:
+              second_moments: dict[int, torch.Tensor], chunk_size: int | None = None, targets=None) -> EditResult:
     """Edit in one batch (``chunk_size`` None) or sequentially in chunks, all in one session.
+    ``targets``: z precomputed by the z stage (one batch only: a later chunk's z depends on the
+    edits before it).
 
     On an error in a later chunk the earlier chunks are reverted too: nothing half-written.
     """
     if not records:
         raise EditError("no edit records to apply")
-    session = editor.session(model, tokenizer, second_moments)
     size = chunk_size or len(records)
+    if targets is not None and size < len(records):
+        raise EditError(f"precomputed target vectors z need one batch; edit.chunk_size={chunk_size} splits "
+                        f"{len(records)} edits (each chunk's z is read from the model the chunks before edited)")
+    session = editor.session(model, tokenizer, second_moments)
     total: EditResult | None = None
     start = time.perf_counter()
     try:
         for i in range(0, len(records), size):
-            result = session.edit(records[i : i + size])
+            result = session.edit(records[i : i + size], targets) if targets is not None else session.edit(records[i : i + size])
             total = result if total is None else total + result
     except BaseException:
         if total is not None:

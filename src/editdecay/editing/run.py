@@ -83,16 +83,43 @@ def run_stats(cfg: TrialConfig, model=None, tokenizer=None) -> dict[int, Any]:
     return second_moments(model, tokenizer, cfg, list(hp.layers))
 
 
-def apply_edits(cfg: TrialConfig, model, tokenizer, records, progress: bool = True, force_stats: bool = False):
+def apply_edits(cfg: TrialConfig, model, tokenizer, records, progress: bool = True, force_stats: bool = False,
+                targets=None):
     """The configured editor applied to ``model`` in place: ``(hparams, EditResult)``;
-    ``force_stats`` recomputes the layer statistics instead of reading them from the cache."""
+    ``force_stats`` recomputes the layer statistics instead of reading them from the cache;
+    ``targets``: the z stage's :class:`~editdecay.editing.targets.Targets` for ``records`` (None:
+    the editor computes z)."""
     from editdecay.editing.hparams import resolve_hparams
     from editdecay.editing.registry import get_editor, run_edits
     from editdecay.editing.stats import second_moments
 
     hp = resolve_hparams(model, cfg.edit)
     moments = second_moments(model, tokenizer, cfg, list(hp.layers), progress=progress, force=force_stats)
-    return hp, run_edits(get_editor(cfg.edit.method, hp), model, tokenizer, records, moments, cfg.edit.chunk_size)
+    return hp, run_edits(get_editor(cfg.edit.method, hp), model, tokenizer, records, moments, cfg.edit.chunk_size,
+                         targets=targets)
+
+
+# --------------------------------------------------------------------------------------------
+# The z stage (editdecay.editing.targets): shared by every editor and update hyperparameter
+
+
+def z_stage_inputs(cfg: TrialConfig, model, n_records: int) -> dict[str, Any] | None:
+    """What the z stage's output depends on besides the model and the records, or None when the
+    edit cannot take a precomputed z (sequential chunks: each chunk's z depends on the edits before)."""
+    from editdecay.editing.hparams import resolve_hparams
+    from editdecay.editing.targets import z_params
+
+    if cfg.edit.method == "none" or (cfg.edit.chunk_size or n_records) < n_records:
+        return None
+    return z_params(resolve_hparams(model, cfg.edit))
+
+
+def run_targets(cfg: TrialConfig, model, tokenizer, records):
+    """The z stage: :class:`~editdecay.editing.targets.Targets` for ``records`` on the unedited ``model``."""
+    from editdecay.editing.hparams import resolve_hparams
+    from editdecay.editing.targets import compute_targets
+
+    return compute_targets(model, tokenizer, records, resolve_hparams(model, cfg.edit))
 
 
 def run_edit(cfg: TrialConfig, out: str | os.PathLike, model=None, tokenizer=None) -> dict[str, Any]:

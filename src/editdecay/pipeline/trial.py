@@ -9,7 +9,9 @@ Reads top to bottom like a torchtune recipe. Four model groups, as in the study:
 
 Every stage's output is a content-addressed directory in the stage cache
 (:mod:`editdecay.pipeline.cache`), keyed by exactly what determines it, so trials that share a
-stage (same edits, different fine-tuning) build it once. The trial owns no hidden state: what it
+stage (same edits, different fine-tuning) build it once; the edit's target vectors z are a stage
+of their own (``z``, :mod:`editdecay.editing.targets`), shared by MEMIT and AlphaEdit and by every
+λ / α / null-space threshold on the same records. The trial owns no hidden state: what it
 needs is passed in, what it makes is returned and logged.
 
 The base weights are loaded once per trial and every group is derived from them in memory:
@@ -46,7 +48,7 @@ import pandas as pd
 from editdecay import __version__
 from editdecay.config import TrialConfig, flatten, stable_hash, to_yaml
 from editdecay.data.records import EditRecord, records_to_jsonl
-from editdecay.editing.run import edit_records
+from editdecay.editing.run import edit_records, z_stage_inputs
 from editdecay.io import atomic_write_json
 from editdecay.metrics.native import (KNOWN_RULE, NativeControl, evaluate_native, native_pool, native_summary,
                                       select_known)
@@ -147,10 +149,15 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
     # -- edit (KE-only): the deltas; the edited model is base + deltas, evaluated further below
     deltas_file, edited_key = None, base_key
     if cfg.edit.method != "none":
+        # z first, its own stage: shared by both editors and every λ / α / threshold (editing/targets.py)
+        z_dir, z_inputs = None, z_stage_inputs(cfg, model, len(records))
+        if z_inputs is not None:
+            z_dir, keys["z"] = cache.get_or_build("z", {"model": base_key, "records": records_key, "z": z_inputs},
+                                                  lambda d: build_z(cfg, model, tokenizer, records, d))
         edit_out, keys["edit"] = cache.get_or_build(
             "edit", {"model": base_key, "records": records_key, "edit": cfg.edit.model_dump(mode="json"),
-                     "stats_corpus": files["stats_corpus"]},
-            lambda d: build_edit(cfg, model, tokenizer, records, d, force_stats=force))
+                     "stats_corpus": files["stats_corpus"], "z": keys.get("z")},
+            lambda d: build_edit(cfg, model, tokenizer, records, d, force_stats=force, z_dir=z_dir))
         deltas_file, edited_key = edit_out / "deltas.safetensors", keys["edit"]
         edit_info = json.loads((edit_out / "edit.json").read_text())
         edited_layers = edit_info["layers"]
@@ -219,12 +226,24 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
 # Stages: each builds into a directory the cache hands it, and touches nothing else
 
 
-def build_edit(cfg: TrialConfig, model, tokenizer, records: list[EditRecord], out: Path,
-               force_stats: bool = False) -> None:
-    """Edit the in-memory base model, keep the deltas (what defines the edit), and revert it."""
-    from editdecay.editing.run import apply_edits
+def build_z(cfg: TrialConfig, model, tokenizer, records: list[EditRecord], out: Path) -> None:
+    """The target vectors z of the edit records on the base model (``z.safetensors``, ``z.json``)."""
+    from editdecay.editing.run import run_targets
 
-    hp, result = apply_edits(cfg, model, tokenizer, records, progress=False, force_stats=force_stats)
+    run_targets(cfg, model, tokenizer, records).save(out)
+
+
+def build_edit(cfg: TrialConfig, model, tokenizer, records: list[EditRecord], out: Path,
+               force_stats: bool = False, z_dir: Path | None = None) -> None:
+    """Edit the in-memory base model (with the z stage's target vectors when given), keep the
+    deltas (what defines the edit), and revert it."""
+    from editdecay.editing.run import apply_edits
+    from editdecay.editing.targets import Targets
+
+    targets = Targets.load(z_dir, next(model.parameters()).device) if z_dir is not None else None
+    hp, result = apply_edits(cfg, model, tokenizer, records, progress=False, force_stats=force_stats, targets=targets)
+    if targets is not None:
+        result.timings["z"] = targets.seconds  # what the z stage took when it was built
     try:
         result.deltas.save(out / "deltas.safetensors")
         (out / "records.jsonl").write_text(records_to_jsonl(records), encoding="utf-8")
