@@ -2,7 +2,8 @@
 
     python benchmarks/trial.py                       # tiny toy trial, 3 pairs, ~1 min on 2 cores
     python benchmarks/trial.py --config configs/toy.yaml --pairs 1
-    python benchmarks/trial.py --sweep 4             # tracked trials in a Ray sweep vs their bare compute
+    python benchmarks/trial.py --sweep 4             # tracked trials in a Ray sweep vs bare (tiny model)
+    python benchmarks/trial.py --config configs/toy.yaml --model-cache .cache/editdecay --sweep 4
 
 ``--sweep N``: the first N trials of the smoke grid (``sweeps/smoke.yaml``, seed 0, on ``--config``)
 twice, each side cold on its own stage cache (sharing the toy model and layer statistics): bare, as
@@ -49,11 +50,10 @@ def main() -> None:
     ap.add_argument("--model-cache", default=str(REPO / ".cache" / "editdecay-test"),
                     help="where the toy model is (or gets) built; stages go to fresh temp dirs")
     ap.add_argument("--sweep", type=int, default=0, metavar="N",
-                    help="instead: N smoke-grid trials in a Ray sweep (tracked) vs bare (default config: configs/toy.yaml)")
+                    help="instead: N smoke-grid trials on --config in a Ray sweep (tracked) vs bare")
     args = ap.parse_args()
     if args.sweep:
-        config = args.config if args.config != str(REPO / "configs" / "tiny.yaml") else str(REPO / "configs" / "toy.yaml")
-        in_sweep(config, args.sweep)
+        in_sweep(args.config, args.sweep, Path(args.model_cache))
         return
 
     base = load_config(args.config, [f"cache_dir={args.model_cache}", *SMALL])
@@ -90,7 +90,7 @@ def main() -> None:
 
 
 
-def in_sweep(config: str, n: int) -> None:
+def in_sweep(config: str, n: int, shared: Path) -> None:
     """Bare sequential compute of N smoke-grid trials vs the same N tracked through a Ray sweep."""
     import resource
 
@@ -100,7 +100,7 @@ def in_sweep(config: str, n: int) -> None:
     from editdecay.sweep.grid import load_sweep
     from editdecay.sweep.runner import run_sweep
 
-    shared = Path(load_config(config).cache_dir).resolve()
+    shared = shared.resolve()
     ensure_toy_model(load_config(config, [f"cache_dir={shared}"]))
     work = Path(tempfile.mkdtemp(prefix="editdecay-bench-overhead-"))
 
