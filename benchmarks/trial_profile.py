@@ -234,6 +234,7 @@ def main() -> int:
                 Path(args.tables).mkdir(parents=True, exist_ok=True)
                 result.per_edit.to_csv(Path(args.tables) / f"per_edit_{method}.csv", index=False)
             print(f"{method}: {wall:.1f} s, built {','.join(result.cache_misses)}", flush=True)
+            print_table({f"memit×{method}×all": columns[f"memit×{method}×all"]})  # at once: a long run keeps it
     finally:
         prof.restore()
     print(f"\nconfig {args.config}, {torch.get_num_threads()} torch thread, smoke overrides, seed 0; "
