@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-# The offline default: build (or reuse) the toy model, run the smoke sweep (42 tracked trials, 3 seeds)
+# The offline default: build (or reuse) the toy model, run the smoke sweep (70 tracked trials, 5 seeds)
 # into the embedded MLflow store ./mlflow.db, then write its report. --fresh: a rerun starts a new
 # sweep (stages cached). The report runs after a partly failed sweep too (exit 1: it lists what is
 # missing), not after a sweep that never started (exit 2); make then exits with the sweep's status.

@@ -2,6 +2,15 @@
 
     python benchmarks/trial.py                       # tiny toy trial, 3 pairs, ~1 min on 2 cores
     python benchmarks/trial.py --config configs/toy.yaml --pairs 1
+    python benchmarks/trial.py --sweep 4             # tracked trials in a Ray sweep vs bare (tiny model)
+    python benchmarks/trial.py --config configs/toy.yaml --model-cache .cache/editdecay --sweep 4
+
+``--sweep N``: the first N trials of the smoke grid (``sweeps/smoke.yaml``, seed 0, on ``--config``)
+twice, each side cold on its own stage cache (sharing the toy model and layer statistics): bare, as
+``trial_recipe`` with ``UntrackedRun`` one after another in this process with 1 torch thread (no
+MLflow, no Ray), and tracked, as ``run_sweep`` one trial at a time (Ray start-up, worker start,
+MLflow runs, params, metrics, datasets, tables, artifacts, system metrics). The ratio of the two
+wall times is what tracking and orchestration add to a sweep's trials.
 
 Each measurement runs the full recipe cold (a fresh stage-cache directory: stats, edit, both
 fine-tunings and the four evaluations are all built) so both sides do the same work; the tracked
@@ -15,6 +24,7 @@ warm rerun's wall time against the cold one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -39,7 +49,12 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=3, help="tracked/untracked pairs to alternate")
     ap.add_argument("--model-cache", default=str(REPO / ".cache" / "editdecay-test"),
                     help="where the toy model is (or gets) built; stages go to fresh temp dirs")
+    ap.add_argument("--sweep", type=int, default=0, metavar="N",
+                    help="instead: N smoke-grid trials on --config in a Ray sweep (tracked) vs bare")
     args = ap.parse_args()
+    if args.sweep:
+        in_sweep(args.config, args.sweep, Path(args.model_cache))
+        return
 
     base = load_config(args.config, [f"cache_dir={args.model_cache}", *SMALL])
     toy = ensure_toy_model(base)  # the toy model is an input here (a local model dir), not measured
@@ -72,6 +87,63 @@ def main() -> None:
     print(f"  with MLflow     {t:7.1f} s")
     print(f"  overhead ratio  {t / u:7.3f}  ({(t / u - 1) * 100:+.1f} %; aim <= +5 %)")
     print(f"  warm rerun      {warm:7.1f} s  ({warm / t:.3f} of a cold tracked trial: every stage reused)")
+
+
+
+def in_sweep(config: str, n: int, shared: Path) -> None:
+    """Bare sequential compute of N smoke-grid trials vs the same N tracked through a Ray sweep."""
+    import resource
+
+    import torch
+    import yaml
+
+    from editdecay.sweep.grid import load_sweep
+    from editdecay.sweep.runner import run_sweep
+
+    shared = shared.resolve()
+    ensure_toy_model(load_config(config, [f"cache_dir={shared}"]))
+    work = Path(tempfile.mkdtemp(prefix="editdecay-bench-overhead-"))
+
+    def cache(name: str) -> Path:
+        root = work / name
+        root.mkdir()
+        for sub in ("toy", "stats"):
+            (shared / sub).mkdir(parents=True, exist_ok=True)
+            (root / sub).symlink_to(shared / sub)
+        return root
+
+    spec = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
+    spec.update(base=str(Path(config).resolve()), seeds=[0], max_concurrent_trials=1)
+
+    def grid(name: str):
+        spec["overrides"]["cache_dir"] = str(cache(name))
+        file = work / f"{name}.yaml"
+        file.write_text(yaml.safe_dump(spec, sort_keys=False))
+        sweep = load_sweep(file, tracking_uri=f"sqlite:///{work}/{name}.db")
+        return dataclasses.replace(sweep, trials=sweep.trials[:n])
+
+    # The layer statistics are an input every trial shares (built once per model): not measured.
+    warm = grid("warm").trials[0].config
+    trial_recipe(warm.model_copy(update={"finetune": warm.finetune.model_copy(update={"method": "none"})}), UntrackedRun())
+
+    bare_grid, swept_grid = grid("bare"), grid("sweep")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a sweep's worker: 1 CPU per trial
+    t0 = time.perf_counter()
+    for t in bare_grid.trials:
+        trial_recipe(t.config, UntrackedRun())
+    bare = time.perf_counter() - t0
+    torch.set_num_threads(threads)
+    print(f"  bare      {bare:7.1f} s  ({n} trials: trial_recipe, UntrackedRun, one process)", flush=True)
+    t0 = time.perf_counter()
+    outcome = run_sweep(swept_grid, storage=work / "tune", max_concurrent=1)
+    tracked = time.perf_counter() - t0
+    print(f"  in sweep  {tracked:7.1f} s  ({n} trials: run_sweep, 1 at a time, tracked into sqlite; "
+          f"{n - outcome.n_failed - outcome.n_not_run} finished)", flush=True)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\n{n} smoke-grid trials ({Path(config).name}, cold stages), tracked in a sweep vs bare compute:")
+    print(f"  ratio {tracked / bare:.3f}  ({(tracked / bare - 1) * 100:+.1f} %; aim <= 1.15); "
+          f"{(tracked - bare) / n:.1f} s per trial; peak RSS of this process {rss:.0f} MB")
 
 
 if __name__ == "__main__":

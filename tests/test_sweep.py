@@ -100,7 +100,7 @@ def test_grid_axes_exclusions_inclusions_and_seeds(tmp_path):
 def test_dry_run_prints_the_table_and_touches_nothing(tmp_path):
     code = ("import sys; from editdecay import cli; rc = cli.main(['sweep', sys.argv[1], '--dry-run']); "
             "assert 'ray' not in sys.modules and 'mlflow' not in sys.modules, 'imported'; sys.exit(rc)")
-    counts = {"smoke": 42, "smoke_tiny": 8, "paper": 3600, "selective_layers": 60}
+    counts = {"smoke": 70, "smoke_tiny": 8, "paper": 3600, "selective_layers": 60}
     for name, n in counts.items():
         out = subprocess.run([sys.executable, "-c", code, str(REPO / "sweeps" / f"{name}.yaml")], cwd=tmp_path,
                              capture_output=True, text=True, timeout=120, env={**os.environ, "MLFLOW_TRACKING_URI": ""})

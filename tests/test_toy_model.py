@@ -117,7 +117,8 @@ def test_scoring_is_padding_invariant(byte_level_bpe):
 
 def test_toy_build_is_bit_identical_at_any_thread_count(tmp_path):
     """The same world and config give the same weights whether torch runs 1 or 2 threads (a short
-    build: 1 epoch; the determinism does not depend on how long it trains)."""
+    build: 1 epoch; the determinism does not depend on how long it trains), with the batch gradient
+    in one pass and in 2 parallel slices (``model.toy.grad_shards``, configs/toy.yaml)."""
     import hashlib
     import os
     import subprocess
@@ -129,13 +130,25 @@ def test_toy_build_is_bit_identical_at_any_thread_count(tmp_path):
         "from pathlib import Path\n"
         "from editdecay.config import load_config\n"
         "from editdecay.world.toy import build_toy_model\n"
-        f"cfg = load_config({str(REPO / 'configs' / 'tiny.yaml')!r}, ['model.toy.epochs=1'])\n"
-        "build_toy_model(cfg.world, cfg.model.toy, Path(sys.argv[2]))\n"
+        "for shards in (1, 2):\n"
+        f"    cfg = load_config({str(REPO / 'configs' / 'tiny.yaml')!r}, ['model.toy.epochs=1', f'model.toy.grad_shards={{shards}}'])\n"
+        "    build_toy_model(cfg.world, cfg.model.toy, Path(sys.argv[2]) / str(shards))\n"
     )
-    digests = []
+    digests: dict[int, list[str]] = {1: [], 2: []}
     for threads in (1, 2):
         out = tmp_path / f"threads{threads}"
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         subprocess.run([sys.executable, "-c", script, str(threads), str(out)], check=True, env=env, timeout=600)
-        digests.append(hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest())
-    assert digests[0] == digests[1]
+        for shards in (1, 2):
+            digests[shards].append(hashlib.sha256((out / str(shards) / "model.safetensors").read_bytes()).hexdigest())
+    assert digests[1][0] == digests[1][1] and digests[2][0] == digests[2][1]
+    assert digests[1][0] != digests[2][0]  # the slices really ran (their float sums differ in the last bits)
+
+
+def test_new_toy_fields_enter_the_key_only_when_set(tiny_cfg):
+    """A config that does not use ``grad_shards`` keeps the key (and cached model) it had before."""
+    from editdecay.world.toy import toy_key
+
+    default = toy_key(tiny_cfg.world, tiny_cfg.model.toy)
+    assert default == toy_key(tiny_cfg.world, tiny_cfg.model.toy.model_copy(update={"grad_shards": 1}))
+    assert default != toy_key(tiny_cfg.world, tiny_cfg.model.toy.model_copy(update={"grad_shards": 2}))

@@ -63,6 +63,10 @@ class ToyModelConfig(Section):
     # Each fact sentence appears this many times per epoch, each time in a different random context.
     repeats: int = Field(1, ge=1)
     seed: int = 0
+    # Each batch's gradient is computed as this many row slices in parallel threads (one torch thread
+    # each) and summed in slice order: a fixed part of the recipe, so the weights are the same bits on
+    # any number of cores; 2 uses both cores of a 2-core machine. 1: the whole batch in one pass.
+    grad_shards: int = Field(1, ge=1, le=16)
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "ToyModelConfig":

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from editdecay.data.records import EditRecord
-from editdecay.metrics.scoring import TargetScore, score_targets
+from editdecay.metrics.scoring import TargetScore, encode_targets, score_encoded
 
 SUMMARY_METRICS = ("es", "ps", "ns")
 
@@ -39,6 +39,27 @@ def evaluate_edits(model, tokenizer, records: Sequence[EditRecord], batch_size: 
     """Score every record; ``exclude_edited_neighbors`` leaves out neighborhood prompts about a
     subject that another record of the same batch edits with the same prompt (its answer is meant
     to change; in the small fact world a third of a 100-edit batch's neighbors are such)."""
+    return EditEvaluator(tokenizer, records, batch_size, exclude_edited_neighbors)(model)
+
+
+class EditEvaluator:
+    """:func:`evaluate_edits` split in two: the prompts are laid out and tokenised once, here, and
+    each call scores them on a model. The decay curve evaluates the same edits a dozen times."""
+
+    def __init__(self, tokenizer, records: Sequence[EditRecord], batch_size: int = 32,
+                 exclude_edited_neighbors: bool = True) -> None:
+        self.tokenizer, self.records, self.batch_size = tokenizer, list(records), batch_size
+        prompts, targets, self.keys = _layout(self.records, exclude_edited_neighbors)
+        self.encoded = encode_targets(tokenizer, prompts, targets)
+
+    def __call__(self, model) -> EditEval:
+        scores = score_encoded(model, self.tokenizer, self.encoded, batch_size=self.batch_size) if self.encoded else []
+        return _tabulate(self.records, dict(zip(self.keys, scores)))
+
+
+def _layout(records: Sequence[EditRecord], exclude_edited_neighbors: bool
+            ) -> tuple[list[str], list[str], list[tuple[int, str, str]]]:
+    """Every scored (prompt, target) pair of the records, and its (record index, field, which target)."""
     edited_prompts = {r.rewrite_prompt for r in records} if exclude_edited_neighbors else set()
     prompts: list[str] = []
     targets: list[str] = []
@@ -65,9 +86,10 @@ def evaluate_edits(model, tokenizer, records: Sequence[EditRecord], batch_size: 
             add(i, f"nb{j}", p, answer, "true")
             if cf:
                 add(i, f"nb{j}", p, r.target_new, "new")
-    scores = score_targets(model, tokenizer, prompts, targets, batch_size=batch_size) if prompts else []
-    by: dict[tuple[int, str, str], TargetScore] = dict(zip(keys, scores))
+    return prompts, targets, keys
 
+
+def _tabulate(records: Sequence[EditRecord], by: dict[tuple[int, str, str], TargetScore]) -> EditEval:
     rows = []
     for i, r in enumerate(records):
         cf = r.target_true is not None

@@ -67,8 +67,31 @@ def score_targets(model, tokenizer, prompts: list[str], targets: list[str], batc
         model.train(was_training)
 
 
+def encode_targets(tokenizer, prompts: list[str], targets: list[str]) -> list[tuple[list[int], int]]:
+    """:func:`encode_with_target` for each pair: what :func:`score_encoded` scores. An evaluation
+    repeated on the same pairs (the decay curve) encodes them once."""
+    if len(prompts) != len(targets):
+        raise ValueError(f"{len(prompts)} prompts but {len(targets)} targets")
+    return [encode_with_target(tokenizer, p, t) for p, t in zip(prompts, targets)]
+
+
+def score_encoded(model, tokenizer, encoded: list[tuple[list[int], int]], batch_size: int = 32) -> list[TargetScore]:
+    """:func:`score_targets` on pairs already encoded by :func:`encode_targets`: the same batches,
+    the same numbers."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return _score_encoded(model, tokenizer, encoded, batch_size)
+    finally:
+        model.train(was_training)
+
+
 def _score(model, tokenizer, prompts: list[str], targets: list[str], batch_size: int) -> list[TargetScore]:
-    encoded = [encode_with_target(tokenizer, p, t) for p, t in zip(prompts, targets)]
+    return _score_encoded(model, tokenizer, encode_targets(tokenizer, prompts, targets), batch_size)
+
+
+def _score_encoded(model, tokenizer, encoded: list[tuple[list[int], int]], batch_size: int) -> list[TargetScore]:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
     # Sort by length so each batch pads little; restore the order at the end.

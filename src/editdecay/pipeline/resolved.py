@@ -89,3 +89,14 @@ def train_log_series(trainer_log: list[dict[str, Any]], group: str) -> dict[str,
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 series.setdefault(f"{group}.train.{name}", []).append((int(step), float(value)))
     return series
+
+
+def curve_series(curve: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """``{"curve.es": [(step, value), ...], "curve.ps": ..., "curve.ns": ...}`` from the decay curve's
+    rows: logged in one batch instead of one write per evaluated step."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for row in curve:
+        for key in ("es", "ps", "ns"):
+            if key in row:
+                series.setdefault(f"curve.{key}", []).append((int(row["step"]), float(row[key])))
+    return series

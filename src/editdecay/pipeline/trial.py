@@ -54,7 +54,7 @@ from editdecay.metrics.native import (KNOWN_RULE, NativeControl, evaluate_native
                                       select_known)
 from editdecay.metrics.survival import flipped_column, survival_of_table
 from editdecay.pipeline.cache import StageCache, input_file_digests
-from editdecay.pipeline.resolved import edit_hparams, resolved_params, train_log_series
+from editdecay.pipeline.resolved import curve_series, edit_hparams, resolved_params, train_log_series
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +210,7 @@ def trial_recipe(cfg: TrialConfig, run, *, force: bool = False) -> TrialResult:
         if ev is not None:
             run.log_artifact(ev["dir"] / "ds_predictions.json", f"ds/{group}")  # DS answers, to read them
     metrics, per_edit = log_results(run, evals, control)
-    for row in curve:
-        run.log_metrics({f"curve.{k}": v for k, v in row.items() if k in ("es", "ps", "ns")}, step=int(row["step"]))
+    run.log_metric_steps(curve_series(curve))
     run.log_params(resolved_params(cfg, edit_hp, len(records),
                                    [out for out in (ftonly_out, ft_out) if out is not None]))
     run.log_dict(metrics, "results/metrics.json")
@@ -284,11 +283,12 @@ def build_finetune(cfg: TrialConfig, model, tokenizer, base_dir: str | Path, del
         return
     evaluate_fn = None
     if curve_records and cfg.finetune.curve_every:
-        from editdecay.metrics.edit import evaluate_edits
+        from editdecay.metrics.edit import EditEvaluator
 
-        curve_tokenizer = copy.deepcopy(tokenizer)
-        # The decay curve: ES/PS/NS of a fixed subset of the edits, every finetune.curve_every steps.
-        evaluate_fn = lambda m: evaluate_edits(m, curve_tokenizer, curve_records, cfg.eval.batch_size).summary  # noqa: E731
+        # The decay curve: ES/PS/NS of a fixed subset of the edits, every finetune.curve_every steps
+        # (its prompts tokenised once, here).
+        evaluate_curve = EditEvaluator(copy.deepcopy(tokenizer), curve_records, cfg.eval.batch_size)
+        evaluate_fn = lambda m: evaluate_curve(m).summary  # noqa: E731
     result = finetune(cfg, None, out / "run", evaluate_fn=evaluate_fn, edited_layers=edited_layers,
                       model=model, tokenizer=tokenizer, weights=weights)
     atomic_write_json(out / "decay_curve.json", result.curve)
