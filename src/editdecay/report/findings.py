@@ -72,11 +72,12 @@ def _numbers(row: pd.Series) -> str:
     what = {"ds": "in DS accuracy", "native": "in the rate kept"}.get(row["kind"], "in flip rate")
     unit = {"ds": "test rows"}.get(row["kind"], "edits" if row["kind"] == "flips" else "items")
     seeds, per_seed = row["n_label"].split("×") if "×" in row["n_label"] else (row["n_label"], "")
-    n_text = f"{seeds} seeds × {per_seed} {unit}" if per_seed else f"{row['n_label']} {unit}"
+    seeds_word = "seed" if seeds.strip() == "1" else "seeds"
+    n_text = f"{seeds} {seeds_word} × {per_seed} {unit}" if per_seed else f"{row['n_label']} {unit}"
     rates = f"({row['rate_a']:.2f} vs {row['rate_b']:.2f})"
     if not row["df"]:
-        return (f"{row['effect']:+.2f} {what} {rates}, one seed: within this run {_p(row['p_within'])}, "
-                f"no run-level test, {n_text}")
+        within = "" if math.isnan(row["p_within"]) else f", within this run {_p(row['p_within'])}"
+        return f"{row['effect']:+.2f} {what} {rates}{within}; {n_text}"
     text = (f"{row['effect']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] {what} {rates}, run-level "
             f"{_p(row['p_holm'])} Holm-adjusted ({_p(row['p_value'])} unadjusted, t with {int(row['df'])} df), "
             f"{row['agree']} seeds agree, I² = {row['i2']:.0%}")
@@ -97,6 +98,8 @@ def findings(comparisons: pd.DataFrame, varying: list[str], margin: float | None
         if called:
             side_a, verb, side_b = _verb(row, row["effect"] > 0)
             text = f"{context}: {side_a} {verb} {side_b}: {numbers}"
+        elif not row["df"]:
+            text = f"{context}: {a} vs {b}, one seed, so no run-level test (a description of this run only): {numbers}"
         elif row["kind"] == "native":
             text = (f"{context}: comparison, not a finding (the run-level rule is not met): edits survive "
                     f"{row['rate_a']:.2f}, native facts known after editing are retained {row['rate_b']:.2f}: {numbers}")

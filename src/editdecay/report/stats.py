@@ -441,7 +441,7 @@ RATE_NOTE = ("Rates of 0/1 outcomes (EFR, flip rates, edit survival, native rete
              "(Korn–Graubard: n_eff = p(1 − p) / v, v the larger of the seeds' spread var(p_s)/S and the "
              "within-seed binomial variance, n_eff capped at n), so rare flips get an exact interval, never [0, 0]")
 DS_NOTE = ("DS (downstream accuracy) from the per-example answers (ds/<group>/ds_predictions.json): a single model "
-           "on one task (the base model: the same in every seed) gets the exact Clopper–Pearson interval over "
+           "on one task (one seed, or the base model: the same in every seed) gets the exact Clopper–Pearson interval over "
            "its test rows; several seeds get a percentile bootstrap over seeds × test rows (B = 2000; seeds "
            "and rows resampled together, a row keeps its answers of every drawn seed: the rows are shared)")
 

@@ -93,8 +93,8 @@ def efr(data: ReportData) -> list[Table]:
 
 def ds_estimate(data: ReportData, runs, group: str) -> Estimate:
     """DS of ``group`` over the given runs (one per seed): from the per-example answers when logged
-    (bootstrap over seeds × rows; the base model, the same in every seed, is one model: exact
-    binomial), else from the runs' DS metric (bootstrap over seeds)."""
+    (bootstrap over seeds × rows; one model — a single seed, or the base model, the same in every
+    seed — exact binomial), else from the runs' DS metric (bootstrap over seeds)."""
     ds = data.ds
     answers = {}
     if ds is not None and not ds.empty:
@@ -102,7 +102,9 @@ def ds_estimate(data: ReportData, runs, group: str) -> Estimate:
         answers = {seed: part.sort_values("row")["correct"].to_numpy() for seed, part in mine.groupby("seed")}
     if answers and len(answers) == runs["seed"].nunique():
         vectors = list(answers.values())
-        one_model = group == "base" and all(len(v) == len(vectors[0]) and (v == vectors[0]).all() for v in vectors)
+        # One model: a single seed, or the base model (the same weights in every seed).
+        one_model = len(vectors) == 1 or group == "base" and all(
+            len(v) == len(vectors[0]) and (v == vectors[0]).all() for v in vectors)
         single_task = ds[ds["group"] == group]["task"].nunique() == 1
         if one_model and single_task:
             return ds_interval({0: vectors[0]}, single_model=True)
