@@ -118,7 +118,7 @@ def test_scoring_is_padding_invariant(byte_level_bpe):
 def test_toy_build_is_bit_identical_at_any_thread_count(tmp_path):
     """The same world and config give the same weights whether torch runs 1 or 2 threads (a short
     build: 1 epoch; the determinism does not depend on how long it trains), with the batch gradient
-    in one pass and in 2 parallel slices (``model.toy.grad_shards``, configs/toy.yaml)."""
+    in one pass and in 2 parallel slices (``model.toy.grad_shards``)."""
     import hashlib
     import os
     import subprocess
