@@ -122,7 +122,7 @@ def test_printed_summary_mlflow_metric_and_report_cell_agree(tmp_path):
     # The report's cells, recomputed from the logged per-edit table, are the same numbers.
     assert cell("lora/all", "efr") == pytest.approx(logged["survival.efr"])
     assert cell("edits survive · lora/all", "survival") == pytest.approx(logged["survival.survival"])
-    assert cell("native retained · lora/all", "survival") == pytest.approx(logged["native.retention"])
+    assert cell("native retained (known by base) · lora/all", "survival") == pytest.approx(logged["native.retention"])
     ke_only, ke_ft = cell("KE-only", "es"), cell("KE→FT · lora/all", "es")
     assert (ke_only, ke_ft) == pytest.approx((logged["edit.es"], logged["ft.es"]))
     assert (ke_only - ke_ft) / ke_only == pytest.approx(logged["survival.decrease"])
