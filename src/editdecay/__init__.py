@@ -1,3 +1,3 @@
 """editdecay: do knowledge edits survive fine-tuning?"""
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
