@@ -94,21 +94,27 @@ def test_integer_options_are_range_checked(option, value, blocked, capsys):
 # Config overrides on numeric keys
 
 
-def _numeric_fields(model: type[BaseModel] = TrialConfig, prefix: str = "") -> dict[str, tuple[type, bool, list]]:
-    """dotted key -> (int or float, None allowed, bound constraints) for every numeric config key."""
-    out = {}
+def _leaf_fields(model: type[BaseModel] = TrialConfig, prefix: str = ""):
+    """``(dotted key, field, the annotation's union members)`` for every non-section config field."""
     for name, field in model.model_fields.items():
         ann = field.annotation
         args = typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else (ann,)
         section = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if section is not None:
-            out.update(_numeric_fields(section, f"{prefix}{name}."))
-            continue
+            yield from _leaf_fields(section, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", field, args
+
+
+def _numeric_fields() -> dict[str, tuple[type, bool, list]]:
+    """dotted key -> (int or float, None allowed, bound constraints) for every numeric config key."""
+    out = {}
+    for key, field, args in _leaf_fields():
         kinds = [a for a in args if a in (int, float)]
         if len(kinds) == 1 and all(a in (int, float, type(None)) for a in args):
             bounds = [m for m in field.metadata if isinstance(m, (annotated_types.Ge, annotated_types.Gt,
                                                                    annotated_types.Le, annotated_types.Lt))]
-            out[f"{prefix}{name}"] = (kinds[0], type(None) in args, bounds)
+            out[key] = (kinds[0], type(None) in args, bounds)
     return out
 
 
@@ -189,17 +195,9 @@ def test_command_lines_from_a_vocabulary(command, tokens, blocked, capsys, tmp_p
 # Config overrides on choice keys (Literal): only the listed values pass
 
 
-def _choice_fields(model: type[BaseModel] = TrialConfig, prefix: str = "") -> dict[str, tuple]:
-    out = {}
-    for name, field in model.model_fields.items():
-        ann = field.annotation
-        args = typing.get_args(ann) if typing.get_origin(ann) in (typing.Union, types.UnionType) else (ann,)
-        section = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if section is not None:
-            out.update(_choice_fields(section, f"{prefix}{name}."))
-        elif typing.get_origin(ann) is typing.Literal:
-            out[f"{prefix}{name}"] = typing.get_args(ann)
-    return out
+def _choice_fields() -> dict[str, tuple]:
+    return {key: typing.get_args(field.annotation) for key, field, _ in _leaf_fields()
+            if typing.get_origin(field.annotation) is typing.Literal}
 
 
 CHOICES = _choice_fields()
