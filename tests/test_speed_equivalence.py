@@ -42,7 +42,7 @@ def test_trial_without_checkpoints_has_the_same_per_edit_table_curve_and_metrics
         cache.mkdir(exist_ok=True)
         (cache / shared).symlink_to(TEST_CACHE / shared)
     small = ["edit.num_edits=10", "finetune.max_steps=6", "finetune.curve_every=2", "eval.ds_max_examples=20",
-             "tracking.curve_edits=5", "eval.native_facts=10", f"cache_dir={cache}"]
+             "tracking.curve_edits=5", "eval.native_facts=10", "eval.native_min_facts=10", f"cache_dir={cache}"]
     results = {}
     # Checkpoints every 2 steps (what save_strategy=epoch does at each epoch's end) against none; the
     # two share the edit stage and the base/edit evaluations, each fine-tunes on its own.
