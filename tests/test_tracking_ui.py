@@ -23,6 +23,7 @@ TRIAL = ["edit.num_edits=20", "finetune.max_steps=12", "finetune.curve_every=4",
          "tracking.curve_edits=10"]
 # Null in configs/tiny.yaml but not hyperparameters: locations that do not apply to generated data.
 NOT_HYPERPARAMETERS = {"model.revision", "data.path", "edit.stats.dataset_config", "finetune.data.path", "eval.ds_path",
+                       "eval.native_path",
                        "tracking.uri"}
 EXPERIMENT = "ui-trials"
 

@@ -67,7 +67,7 @@ def test_trial_per_edit_table_equals_the_saved_model_computation(setting, tmp_pa
     monkeypatch.setattr(models, "resolve_model_path", lambda c: str(toy_model_dir))
     result = trial_recipe(cfg, UntrackedRun())
     assert len(loads) == 1, f"the trial loaded weights {len(loads)} times: {loads}"
-    assert sorted(result.cache_misses) == sorted(["eval", "z", "edit", "eval", "finetune", "eval", "finetune", "eval"])
+    assert sorted(result.cache_misses) == sorted(["eval", "native", "z", "edit", "eval", "finetune", "eval", "finetune", "eval"])
 
     # What the stages hold: deltas and records, an adapter or the trained blocks; no model copy.
     stages = tmp_path / "cache" / "stages"
